@@ -1,0 +1,41 @@
+# Two entry points, each doing its own set-up on a fresh machine: `make repro` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+FMNIST_LOCAL := data/raw/FashionMNIST/raw/train-images-idx3-ubyte
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: repro test setup data-sources benchmark clean
+
+repro: setup data-sources
+	$(BIN)/dvc repro
+
+test: setup data-sources
+	$(BIN)/python -m pytest -q
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST from Debian's package when it is missing and we may install it (root); otherwise the
+# prepare stage explains where it looked and how to provide the files.
+data-sources:
+	@if [ ! -e $(FMNIST_DEBIAN) ] && [ ! -e $(FMNIST_LOCAL) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian package dataset-fashion-mnist"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST not found; install dataset-fashion-mnist (as root) or see README 'Data'"; \
+	  fi; \
+	fi
+
+benchmark: setup data-sources
+	$(BIN)/python benchmarks/repro_time.py
+
+clean:
+	rm -rf $(VENV) data dvc_plots
