@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from trustdd.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate, make_corruption
+from trustdd.registry import UnknownChoiceError
+
+PAPER_FOUR = ["jigsaw", "invert", "pixelate", "speckle"]
+
+
+@pytest.mark.parametrize("name", PAPER_FOUR)
+def test_shape_range_and_change(name, images):
+    out = make_corruption(name)(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    assert out.dtype == images.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    per_image_change = (out - images).abs().flatten(1).max(dim=1).values
+    assert (per_image_change > 1e-3).all(), f"{name} left an image unchanged"
+
+
+@pytest.mark.parametrize("name", PAPER_FOUR)
+def test_deterministic_for_a_seed(name, images):
+    c = make_corruption(name)
+    a = c(images, torch.Generator().manual_seed(3))
+    b = c(images, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_random_corruptions_differ_across_seeds(images):
+    for name in ["jigsaw", "speckle"]:
+        c = make_corruption(name)
+        assert not torch.equal(c(images, torch.Generator().manual_seed(1)), c(images, torch.Generator().manual_seed(2)))
+
+
+def test_invert_keeps_red_and_inverts_green_blue():
+    x = torch.rand(2, 3, 8, 8)
+    out = Invert()(x, torch.Generator())
+    assert torch.equal(out[:, 0], x[:, 0])
+    assert torch.allclose(out[:, 1:], 1 - x[:, 1:])
+    gray = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(Invert()(gray, torch.Generator()), 1 - gray)
+
+
+def test_jigsaw_is_a_permutation_of_tiles():
+    x = torch.arange(16.0).view(1, 1, 4, 4) / 16
+    out = Jigsaw(grid=2)(x, torch.Generator().manual_seed(0))
+    tiles = lambda t: sorted(tuple(t[0, 0, i : i + 2, j : j + 2].flatten().tolist()) for i in (0, 2) for j in (0, 2))  # noqa: E731
+    assert tiles(out) == tiles(x)
+    assert not torch.equal(out, x)
+
+
+def test_jigsaw_keeps_the_remainder_border():
+    x = torch.rand(3, 1, 30, 30)
+    out = Jigsaw(grid=4)(x, torch.Generator().manual_seed(0))  # tiles of 7px cover 28, 2px remain
+    assert torch.equal(out[..., 28:, :], x[..., 28:, :])
+    assert torch.equal(out[..., :, 28:], x[..., :, 28:])
+
+
+def test_pixelate_is_blockwise_constant_on_32px():
+    x = torch.rand(2, 3, 32, 32)
+    out = Pixelate(factor=0.25)(x, torch.Generator())  # 8x8 blocks of 4x4 pixels
+    block = out[:, :, :4, :4]
+    assert torch.allclose(block, block[:, :, :1, :1].expand_as(block))
+    assert torch.allclose(block[:, :, 0, 0], x[:, :, :4, :4].mean(dim=(2, 3)))
+
+
+def test_speckle_leaves_black_pixels_black():
+    x = torch.rand(2, 1, 8, 8)
+    x[:, :, :4] = 0
+    out = make_corruption("speckle")(x, torch.Generator().manual_seed(0))
+    assert (out[:, :, :4] == 0).all()
+
+
+def test_unknown_corruption_and_bad_option_are_clear():
+    with pytest.raises(UnknownChoiceError, match=r"outliers.corruptions: unknown value 'blur'; valid choices: .*jigsaw"):
+        make_corruption("blur")
+    with pytest.raises(ValueError, match=r"outliers.options.pixelate: .*its options: factor"):
+        make_corruption("pixelate", {"size": 3})
+    with pytest.raises(ValueError, match="pixelate.factor"):
+        make_corruption("pixelate", {"factor": 2.0})(torch.rand(1, 1, 8, 8), torch.Generator())
+
+
+def test_registry_holds_the_paper_four():
+    assert set(PAPER_FOUR) <= set(CORRUPTIONS.names())
