@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from trustdd.distill import DistillTask, TrajectoryMatching, trajectory_matching_loss
+from trustdd.networks import NetSpec, flat_params, init_network, unflatten_params
+
+SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)
+
+
+class FakeExperts:
+    """An expert buffer holding given trajectories."""
+
+    def __init__(self, trajectories):
+        self.trajectories = trajectories
+        self.num_experts = len(trajectories)
+        self.epochs = trajectories[0].shape[0] - 1
+
+    def trajectory(self, i):
+        return self.trajectories[i]
+
+
+def make_task(ipc=2, pool=0, experts=None):
+    g = torch.Generator().manual_seed(0)
+    real_x = torch.randn(3 * ipc, 1, 8, 8, generator=g)
+    real_y = torch.arange(3).repeat_interleave(ipc)
+    pool_x = torch.randn(pool, 1, 8, 8, generator=g)
+    pool_kind = torch.arange(pool) % 2
+    return DistillTask(real_x, real_y, pool_x, pool_kind, 2, 3, ipc, SPEC, 0.5, 0, torch.device("cpu"), experts)
+
+
+def test_matching_loss_values():
+    start, target = torch.zeros(4), torch.tensor([1.0, 2.0, 0.0, 0.0])
+    assert trajectory_matching_loss(target, start, target) == 0
+    assert trajectory_matching_loss(start, start, target) == 1
+    assert trajectory_matching_loss(target / 2, start, target) == pytest.approx(0.25)
+
+
+def test_student_that_lands_on_the_target_has_zero_loss():
+    # The expert's "next epoch" is exactly one full-batch SGD step (lr 0.05) on the InD set, which is
+    # what the student does with syn_steps=1, no augmentation and ipc = every real image.
+    task = make_task(ipc=2)
+    net = init_network(SPEC, seed=3)
+    theta0 = flat_params(net).requires_grad_(True)
+    logits = functional_call(net, unflatten_params(net, theta0), (task.real_x,))
+    grad = torch.autograd.grad(F.cross_entropy(logits, task.real_y), theta0)[0]
+    target = (theta0 - 0.05 * grad).detach()
+    task.experts = FakeExperts([torch.stack([theta0.detach(), target])])
+    method = TrajectoryMatching(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1, lr_init=0.05, dsa=False)
+    result = method.run(task)
+    assert result.history[0]["loss"] == pytest.approx(0.0, abs=1e-8)
+    # ... and a student lr off by a factor 2 lands halfway: loss (1/2)^2 relative to a unit step
+    off = TrajectoryMatching(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1, lr_init=0.025, dsa=False)
+    assert off.run(task).history[0]["loss"] == pytest.approx(0.25, rel=1e-4)
+
+
+def _random_experts(num=2, epochs=3):
+    net = init_network(SPEC, seed=0)
+    p = flat_params(net)
+    g = torch.Generator().manual_seed(1)
+    return FakeExperts([p + 0.05 * torch.randn(epochs + 1, p.numel(), generator=g).cumsum(0) for _ in range(num)])
+
+
+def test_trustdd_mtt_shapes_lr_and_determinism():
+    method = TrajectoryMatching(iterations=3, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, log_every=1)
+    a = method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    b = method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    assert a.x_in.shape == (6, 1, 8, 8) and a.x_out.shape == (6, 1, 8, 8)
+    assert a.y_in.tolist() == [0, 0, 1, 1, 2, 2]
+    assert a.lr != pytest.approx(0.01)  # the student lr is learned
+    assert torch.equal(a.x_in, b.x_in) and torch.equal(a.x_out, b.x_out) and a.lr == b.lr
+    init = make_task(ipc=2, pool=12).real_x
+    assert not torch.allclose(a.x_in, init), "synthetic images must move"
+    assert len(a.history) == 3
+
+
+def test_outlier_blocks_follow_corruption_kinds():
+    task = make_task(ipc=2, pool=12, experts=_random_experts())
+    task.pool_x = task.pool_kind.float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()  # pixel value = kind
+    result = TrajectoryMatching(iterations=0, max_start_epoch=1, expert_epochs=1).run(task)
+    kinds = result.x_out[:, 0, 0, 0].tolist()
+    assert kinds == [0, 0, 1, 1, 0, 0]  # block c (ipc images) comes from kind c mod 2
+
+
+def test_plain_mtt_without_outliers():
+    result = TrajectoryMatching(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1).run(
+        make_task(ipc=2, pool=0, experts=_random_experts())
+    )
+    assert result.x_out.shape[0] == 0
+
+
+def test_start_epoch_bound_is_checked():
+    # snapshots 0..3: the latest target reachable is start (<= max_start_epoch - 1) + expert_epochs <= 3
+    TrajectoryMatching(iterations=1, syn_steps=1, max_start_epoch=2, expert_epochs=2).run(
+        make_task(experts=_random_experts(epochs=3))
+    )
+    with pytest.raises(ValueError, match=r"max_start_epoch \(3\) \+ distill.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)"):
+        TrajectoryMatching(max_start_epoch=3, expert_epochs=2).run(make_task(experts=_random_experts(epochs=3)))

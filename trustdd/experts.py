@@ -1,0 +1,114 @@
+"""Expert trajectories for trajectory matching: networks trained on real data, snapshotted every epoch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from trustdd import artifacts
+from trustdd.augment import DSA
+from trustdd.networks import NetSpec, flat_params, init_network
+from trustdd.runtime import generator
+from trustdd.training import TrainConfig, predict_logits, seed_from, train_network
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    num_experts: int = 4
+    epochs: int = 8
+    lr: float = 0.01
+    momentum: float = 0.0  # MTT's experts use none; momentum reaches good experts in fewer epochs on a CPU budget
+    batch_size: int = 256
+    outlier_ratio: float = 0.5  # outlier images per InD image in each batch (only when a pool exists)
+
+    def train_config(self, lambda_oe: float) -> TrainConfig:
+        # MTT's experts: SGD without weight decay at a constant lr.
+        return TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            momentum=self.momentum,
+            weight_decay=0.0,
+            lambda_oe=lambda_oe,
+            outlier_ratio=self.outlier_ratio,
+            decay_halfway=False,
+        )
+
+
+def expert_path(folder: Path, index: int) -> Path:
+    return Path(folder) / f"expert_{index:03d}.pt"
+
+
+def train_experts(
+    folder: Path,
+    spec: NetSpec,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    pool_x: torch.Tensor | None,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    cfg: ExpertConfig,
+    lambda_oe: float,
+    seed: int,
+    device: torch.device,
+) -> dict:
+    """Train ``cfg.num_experts`` experts, write one trajectory file each plus ``meta.json``; return meta."""
+    folder = Path(folder)
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    pool_x = pool_x.to(device) if pool_x is not None and len(pool_x) else None
+    records = []
+    bar = tqdm(total=cfg.num_experts * cfg.epochs, desc="experts", unit="epoch", mininterval=2)
+    for i in range(cfg.num_experts):
+        g = generator(seed, "expert", i)
+        net = init_network(spec, seed_from(g), device)
+        snapshots = [flat_params(net).cpu()]
+
+        def snapshot(epoch: int, net: torch.nn.Module, record: dict) -> None:
+            snapshots.append(flat_params(net).cpu())
+            bar.set_postfix(expert=i, loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.1f}")
+            bar.update()
+
+        history = train_network(net, train_x, train_y, pool_x, cfg.train_config(lambda_oe), g, DSA(), snapshot)
+        test_acc = 100.0 * float((predict_logits(net, test_x).argmax(1) == test_y).float().mean())
+        artifacts.save({"trajectory": torch.stack(snapshots)}, expert_path(folder, i))
+        records.append({"expert": i, "test_acc": round(test_acc, 4), "history": history})
+    bar.close()
+    net = spec.build()
+    meta = {
+        "spec": asdict(spec),
+        "num_experts": cfg.num_experts,
+        "epochs": cfg.epochs,
+        "num_params": int(sum(p.numel() for p in net.parameters())),
+        "param_shapes": {name: list(p.shape) for name, p in net.named_parameters()},
+        "uses_outliers": pool_x is not None,
+        "experts": records,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+class ExpertBuffer:
+    """Lazy access to expert trajectories on disk, keeping the ``cache`` most recent ones in memory."""
+
+    def __init__(self, folder: Path, cache: int = 8) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path} does not exist: run the expert stage first (`dvc repro`)")
+        self.meta = json.loads(meta_path.read_text())
+        self.spec = NetSpec(**self.meta["spec"])
+        self.num_experts = int(self.meta["num_experts"])
+        self.epochs = int(self.meta["epochs"])
+        self._cache: dict[int, torch.Tensor] = {}
+        self._cache_size = cache
+
+    def trajectory(self, index: int) -> torch.Tensor:
+        if index not in self._cache:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = artifacts.load(expert_path(self.folder, index))["trajectory"]
+        return self._cache[index]
