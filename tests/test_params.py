@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trustdd.params import ParamsError, load_params
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, **overrides):
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *path, last = dotted.split("__")
+        for key in path:
+            node = node[key]
+        node[last] = value
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(params))
+    return f
+
+
+def test_project_params_are_valid():
+    p = load_params(PROJECT / "params.yaml")
+    assert p.dataset == "fashion_mnist" and p.outliers.source == "poe"
+    assert p.method_config().iterations >= 1
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ({"dataset": "cifar9"}, r"dataset: unknown value 'cifar9'; valid choices: fashion_mnist"),
+        ({"method": "kip"}, r"method: unknown value 'kip'; valid choices: mtt"),
+        ({"outliers__source": "web"}, r"outliers.source: unknown value 'web'; valid choices: none, poe, oe"),
+        ({"outliers__corruptions": ["jigsaw", "blur"]}, r"outliers.corruptions: unknown value 'blur'"),
+        ({"data__ood_sets": ["svhn"]}, r"data.ood_sets: unknown value 'svhn'; valid choices: mnist"),
+        ({"evaluate__scores": ["odin2"]}, r"evaluate.scores: unknown value 'odin2'; valid choices: msp, energy"),
+        ({"device": "tpu"}, r"device: unknown value 'tpu'; valid choices: auto, cpu, cuda"),
+        ({"ipc": "ten"}, r"ipc: invalid value 'ten'; expected an integer"),
+        ({"ipc": 0}, r"ipc: invalid value 0; expected a value >= 1"),
+        ({"data__download": "yes"}, r"data.download: invalid value 'yes'; expected true or false"),
+        ({"evaluate__lr": "fast"}, r"evaluate.lr: invalid value 'fast'"),
+        ({"distill__syn_stepz": 3}, r"unknown key\(s\) distill.syn_stepz; valid keys: iterations, syn_steps"),
+        ({"experts__epochs": 3}, r"max_start_epoch \(3\) \+ distill.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)"),
+        ({"data__train_limit": 50}, r"data.train_limit: 50 is below ipc x classes = 100"),
+        ({"outliers__options": {"pixelate": {"factr": 1}}}, r"outliers.options.pixelate: .*its options: factor"),
+        ({"network__norm": "layer"}, r"network.norm: invalid value 'layer'"),
+    ],
+)
+def test_bad_values_name_key_value_and_choices(tmp_path, override, pattern):
+    with pytest.raises(ParamsError, match=pattern):
+        load_params(write(tmp_path, **override))
+
+
+def test_unknown_top_level_key(tmp_path):
+    f = write(tmp_path)
+    f.write_text(f.read_text() + "ipcc: 3\n")
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) ipcc; valid keys: seed, dataset, ipc"):
+        load_params(f)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("ipc: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

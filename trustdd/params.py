@@ -1,0 +1,226 @@
+"""``params.yaml`` -> validated, typed settings. Every problem is reported before any work starts,
+naming the key, the value and what is valid."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from trustdd.corruptions import CORRUPTIONS, make_corruption
+from trustdd.data import DATASETS, OOD_SETS
+from trustdd.distill import METHODS
+from trustdd.evaluation import EvalConfig
+from trustdd.experts import ExpertConfig
+from trustdd.networks import NETWORKS, NORMS, NetSpec
+from trustdd.outliers import SOURCES
+from trustdd.registry import UnknownChoiceError
+from trustdd.runtime import resolve_device
+from trustdd.scores import SCORES
+
+
+class ParamsError(ValueError):
+    """A malformed or invalid value in params.yaml."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    root: str = "data/raw"
+    download: bool = False
+    train_limit: int = 0  # cap on the InD train set, balanced over classes; 0 = the whole set
+    ood_sets: tuple[str, ...] = ("mnist", "textures", "photos", "gaussian_noise", "uniform_noise")
+    ood_size: int = 2000  # images per OOD set (fewer when a set is smaller)
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    name: str = "convnet"
+    width: int = 128
+    depth: int = 3
+    norm: str = "instance"
+
+
+@dataclass(frozen=True)
+class OutlierParams:
+    source: str = "poe"
+    corruptions: tuple[str, ...] = ("jigsaw", "invert", "pixelate", "speckle")
+    per_type: int = 0  # images per corruption type; 0 = as many as InD train images
+    options: dict = field(default_factory=dict)  # severity knobs per corruption, e.g. {pixelate: {factor: 0.25}}
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    dataset: str = "fashion_mnist"
+    ipc: int = 10
+    device: str = "auto"
+    method: str = "mtt"
+    lambda_oe: float = 0.5
+    data: DataParams = DataParams()
+    network: NetworkParams = NetworkParams()
+    outliers: OutlierParams = OutlierParams()
+    experts: ExpertConfig = ExpertConfig()
+    distill: dict = field(default_factory=dict)  # options of the chosen method (see trustdd.distill)
+    evaluate: EvalConfig = EvalConfig()
+
+    def net_spec(self) -> NetSpec:
+        info = DATASETS.get(self.dataset)
+        return NetSpec(
+            name=self.network.name,
+            channels=info.channels,
+            image_size=info.image_size,
+            num_classes=info.num_classes,
+            width=self.network.width,
+            depth=self.network.depth,
+            norm=self.network.norm,
+        )
+
+    def method_config(self):
+        """The chosen distillation method, built from ``distill:`` (its fields are the valid keys)."""
+        return _build(METHODS.get(self.method), self.distill, "distill")
+
+
+def _fail(key: str, value: Any, expected: str) -> ParamsError:
+    return ParamsError(f"params: {key}: invalid value {value!r}; expected {expected}")
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(key, value, "a list")
+        inner = get_args(hint)[0]
+        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is not None and type(None) not in get_args(hint) and len(get_args(hint)) > 1:  # a | b unions
+        for option in get_args(hint):
+            try:
+                return _convert(value, option, key)
+            except ParamsError:
+                continue
+        raise _fail(key, value, " or ".join(getattr(a, "__name__", str(a)) for a in get_args(hint)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(key, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(key, value, "an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(key, value, "a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(key, value, "a string")
+        return value
+    if hint is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _fail(key, value, "a mapping")
+        return value
+    raise TypeError(f"no converter for {hint!r} at {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _fail(prefix or "params.yaml", data, "a mapping of keys")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ParamsError(f"params: unknown key(s) {', '.join(where + k for k in unknown)}; valid keys: {', '.join(names)}")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _at_least(key: str, value: int | float, low: int | float) -> None:
+    if value < low:
+        raise _fail(key, value, f"a value >= {low}")
+
+
+def validate(p: Params) -> Params:
+    """Cross-field and registry checks; raises :class:`ParamsError` naming the key, value and choices."""
+    try:
+        DATASETS.get(p.dataset)
+        METHODS.get(p.method)
+        NETWORKS.get(p.network.name)
+        SOURCES.get(p.outliers.source)
+        for name in p.data.ood_sets:
+            OOD_SETS.get(name)
+        for name in p.outliers.corruptions:
+            CORRUPTIONS.get(name)
+        for name in p.evaluate.scores:
+            SCORES.get(name)
+    except UnknownChoiceError as err:
+        raise ParamsError(f"params: {err}") from None
+    for name, options in p.outliers.options.items():
+        if name not in CORRUPTIONS:
+            raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
+        try:
+            make_corruption(name, options)
+        except ValueError as err:
+            raise ParamsError(f"params: {err}") from None
+    if p.network.norm not in NORMS:
+        raise _fail("network.norm", p.network.norm, f"one of {', '.join(NORMS)}")
+    if p.device not in ("auto", "cpu"):
+        try:
+            resolve_device(p.device)  # unknown names and devices this machine lacks fail here
+        except ValueError as err:
+            raise ParamsError(f"params: {err}") from None
+    if not p.data.ood_sets:
+        raise _fail("data.ood_sets", list(p.data.ood_sets), "at least one OOD set")
+    if p.outliers.source == "poe" and not p.outliers.corruptions:
+        raise _fail("outliers.corruptions", [], "at least one corruption when outliers.source is poe")
+    for key, value, low in [
+        ("ipc", p.ipc, 1),
+        ("data.train_limit", p.data.train_limit, 0),
+        ("data.ood_size", p.data.ood_size, 1),
+        ("network.width", p.network.width, 1),
+        ("network.depth", p.network.depth, 1),
+        ("outliers.per_type", p.outliers.per_type, 0),
+        ("experts.num_experts", p.experts.num_experts, 1),
+        ("experts.epochs", p.experts.epochs, 1),
+        ("experts.batch_size", p.experts.batch_size, 1),
+        ("evaluate.num_eval", p.evaluate.num_eval, 1),
+        ("evaluate.epochs", p.evaluate.epochs, 1),
+        ("evaluate.batch_size", p.evaluate.batch_size, 1),
+        ("lambda_oe", p.lambda_oe, 0),
+    ]:
+        _at_least(key, value, low)
+    if isinstance(p.evaluate.lr, str) and p.evaluate.lr != "learned":
+        raise _fail("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
+    info = DATASETS.get(p.dataset)
+    if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
+        raise ParamsError(
+            f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * info.num_classes}"
+        )
+    method = p.method_config()
+    if getattr(method, "needs_experts", False):
+        check = getattr(method, "check", None)
+        if check is not None:
+            try:
+                check(p.experts.epochs)
+            except ValueError as err:
+                raise ParamsError(f"params: {err}") from None
+    return p
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params: {path} not found (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
+    return validate(_build(Params, raw, ""))
