@@ -1,0 +1,63 @@
+"""Stage 4: distill S_in (and S_out when there are outliers) with the chosen method."""
+
+from pathlib import Path
+
+from torchvision.utils import save_image
+
+from trustdd import artifacts
+from trustdd.cli import run_stage
+from trustdd.data import Prepared, denormalize
+from trustdd.distill import DistillTask
+from trustdd.experts import ExpertBuffer
+from trustdd.params import load_params
+from trustdd.runtime import atomic_dir, configure_determinism, resolve_device, write_json
+
+OUT = Path("data/distilled")
+CURVE = Path("metrics/distill_curve.json")
+
+
+def main() -> None:
+    p = load_params()
+    method = p.method_config()
+    configure_determinism(p.seed)
+    device = resolve_device(p.device)
+    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
+    pool = artifacts.load("data/outliers/pool.pt")
+    task = DistillTask(
+        real_x=prepared.norm(prepared.train_x),
+        real_y=prepared.train_y,
+        pool_x=prepared.norm(pool["x"]),
+        pool_kind=pool["kind"],
+        num_kinds=max(1, len(pool["kinds"])),
+        num_classes=len(prepared.classes),
+        ipc=p.ipc,
+        spec=p.net_spec(),
+        lambda_oe=p.lambda_oe,
+        seed=p.seed,
+        device=device,
+        experts=ExpertBuffer(Path("data/experts")) if method.needs_experts else None,
+    )
+    result = method.run(task)
+    with atomic_dir(OUT) as out:
+        artifacts.save(
+            {
+                "x_in": result.x_in,
+                "y_in": result.y_in,
+                "x_out": result.x_out,
+                "lr": result.lr,
+                "method": result.method,
+                "dataset": prepared.dataset,
+                "mean": list(prepared.mean),
+                "std": list(prepared.std),
+            },
+            out / "distilled.pt",
+        )
+        save_image(denormalize(result.x_in, prepared.mean, prepared.std), out / "images_in.png", nrow=p.ipc, padding=1)
+        if result.x_out.shape[0]:
+            save_image(denormalize(result.x_out, prepared.mean, prepared.std), out / "images_out.png", nrow=p.ipc, padding=1)
+    write_json(CURVE, {"distill": [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]})
+    print(f"distilled with {result.method}: S_in {tuple(result.x_in.shape)}, S_out {tuple(result.x_out.shape)}, lr {result.lr:.5f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

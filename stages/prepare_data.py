@@ -1,0 +1,31 @@
+"""Stage 1: the InD train/test split and the OOD test sets, as uint8 tensors in data/prepared/."""
+
+import os
+from pathlib import Path
+
+from trustdd import artifacts
+from trustdd.cli import run_stage
+from trustdd.data import DATASETS, OOD_SETS, prepare
+from trustdd.params import load_params
+from trustdd.runtime import atomic_dir, configure_determinism, generator
+
+OUT = Path("data/prepared")
+
+
+def main() -> None:
+    p = load_params()
+    configure_determinism(p.seed)
+    info = DATASETS.get(p.dataset)
+    root = Path(os.environ.get("TRUSTDD_DATA_ROOT", p.data.root))
+    split = info.load(root, p.data.download)
+    prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"))
+    ood = {name: OOD_SETS.get(name)(p.data.ood_size, info.shape, generator(p.seed, "ood", name)) for name in p.data.ood_sets}
+    with atomic_dir(OUT) as out:
+        artifacts.save(prepared.to_dict(), out / "ind.pt")
+        artifacts.save(ood, out / "ood.pt")
+    sizes = ", ".join(f"{k} {v.shape[0]}" for k, v in ood.items())
+    print(f"{p.dataset}: train {tuple(prepared.train_x.shape)}, test {tuple(prepared.test_x.shape)}; OOD: {sizes}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,40 @@
+"""Stage 2: the outlier pool (none / POE corruptions / real OE data) and a preview grid."""
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from trustdd import artifacts
+from trustdd.cli import run_stage
+from trustdd.data import Prepared
+from trustdd.outliers import PoolRequest, build_pool
+from trustdd.params import load_params
+from trustdd.runtime import atomic_dir, configure_determinism, generator
+
+OUT = Path("data/outliers")
+PREVIEW_PER_KIND = 16
+
+
+def main() -> None:
+    p = load_params()
+    configure_determinism(p.seed)
+    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
+    request = PoolRequest(
+        train_x=prepared.train_x,
+        corruptions=p.outliers.corruptions,
+        options=p.outliers.options,
+        per_type=p.outliers.per_type,
+        generator=generator(p.seed, "outliers"),
+    )
+    pool = build_pool(p.outliers.source, request)
+    with atomic_dir(OUT) as out:
+        artifacts.save({"x": pool.x, "kind": pool.kind, "kinds": list(pool.kinds), "source": pool.source}, out / "pool.pt")
+        if len(pool):
+            rows = [pool.x[pool.kind == k][:PREVIEW_PER_KIND] for k in range(len(pool.kinds))]
+            save_image(torch.cat(rows).float() / 255.0, out / "preview.png", nrow=PREVIEW_PER_KIND, padding=1)
+    print(f"outliers: source {pool.source}, {len(pool)} images, kinds {list(pool.kinds)}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
