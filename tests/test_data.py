@@ -46,12 +46,18 @@ def tiny_idx(tmp_path, monkeypatch):
     return source, content
 
 
-def test_idx_reader_returns_the_written_images(tiny_idx, tmp_path):
-    source, content = tiny_idx
-    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+def _install(source: Path, root: Path) -> Path:
+    """Copy the .gz files into torchvision's ROOT/FashionMNIST/raw layout; return that folder."""
+    raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for f in source.iterdir():
         (raw / f.name).write_bytes(f.read_bytes())
+    return raw
+
+
+def test_idx_reader_returns_the_written_images(tiny_idx, tmp_path):
+    source, content = tiny_idx
+    raw = _install(source, tmp_path / "root")
     split = DATASETS.get("fashion_mnist").load(tmp_path / "root", False)
     assert split.train_x.shape == (20, 1, 28, 28) and split.train_x.dtype == torch.uint8
     assert torch.equal(split.train_x[:, 0], content["train-images-idx3-ubyte"])
@@ -71,10 +77,7 @@ def test_missing_files_offline_say_where_to_put_them(tmp_path, monkeypatch):
 
 def test_a_corrupt_file_is_rejected_by_checksum(tiny_idx, tmp_path):
     source, _ = tiny_idx
-    raw = tmp_path / "root" / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in source.iterdir():
-        (raw / f.name).write_bytes(f.read_bytes())
+    raw = _install(source, tmp_path / "root")
     with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as f:
         f.write(_idx_bytes("labels", torch.zeros(20, dtype=torch.uint8)))
     with pytest.raises(DataNotFoundError, match="content md5 differs"):
