@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from trustdd.distill import DistillTask, TrajectoryMatching, trajectory_matching_loss
+from trustdd.distill import DistillTask, TrajectoryMatching, kmeans_medoids, trajectory_matching_loss
 from trustdd.networks import NetSpec, flat_params, init_network, unflatten_params
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)
@@ -97,3 +97,28 @@ def test_start_epoch_bound_is_checked():
     )
     with pytest.raises(ValueError, match=r"max_start_epoch \(3\) \+ distill.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)"):
         TrajectoryMatching(max_start_epoch=3, expert_epochs=2).run(make_task(experts=_random_experts(epochs=3)))
+
+
+def test_kmeans_medoids_pick_one_image_per_cluster():
+    # class 0 has points around 3 well-separated centres, class 1 around 3 others
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0], [10, 0], [0, 10], [50, 50], [60, 50], [50, 60]])
+    cluster = torch.arange(6).repeat_interleave(5)
+    feats = centres[cluster] + 0.1 * torch.randn(30, 2, generator=g)
+    labels = (cluster >= 3).long()
+    pick = kmeans_medoids(feats, labels, per_class=3, seed=0)
+    assert labels[pick].tolist() == [0, 0, 0, 1, 1, 1]
+    assert sorted(cluster[pick].tolist()) == [0, 1, 2, 3, 4, 5]
+    assert torch.equal(pick, kmeans_medoids(feats, labels, per_class=3, seed=0))
+
+
+def test_kmeans_init_draws_from_real_images():
+    task = make_task(ipc=2, pool=12, experts=_random_experts())
+    task.real_x = torch.randn(30, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    task.real_y = torch.arange(3).repeat_interleave(10)
+    result = TrajectoryMatching(iterations=0, max_start_epoch=1, expert_epochs=1, init="kmeans").run(task)
+    assert result.y_in.tolist() == [0, 0, 1, 1, 2, 2]
+    for img, label in zip(result.x_in, result.y_in):
+        assert any(torch.equal(img, r) for r in task.real_x[task.real_y == label])
+    with pytest.raises(ValueError, match="distill.init: unknown value 'herd'; valid choices: random, kmeans"):
+        TrajectoryMatching(init="herd").run(task)

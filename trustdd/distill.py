@@ -61,10 +61,53 @@ def trajectory_matching_loss(student: torch.Tensor, start: torch.Tensor, target:
     return ((student - target) ** 2).sum() / ((start - target) ** 2).sum()
 
 
-def initial_sets(task: DistillTask, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Real initialisation: ``ipc`` random train images per class; outlier block c (``ipc`` images)
-    drawn from pool images of kind ``c mod num_kinds`` (the paper's blockwise assignment)."""
-    pick = stratified_subset(task.real_y, task.ipc, g)
+INITS = ("random", "kmeans")
+
+
+def kmeans_medoids(features: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Per class, the real image nearest to each of ``per_class`` k-means centroids of its features
+    (a coreset that covers each class's modes; distinct images, in class order)."""
+    from sklearn.cluster import KMeans
+
+    feats = features.double().numpy()
+    picks = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if members.numel() < per_class:
+            raise ValueError(f"class {c} has {members.numel()} images, fewer than ipc={per_class}")
+        km = KMeans(n_clusters=per_class, n_init=3, random_state=seed).fit(feats[members.numpy()])
+        dist = torch.cdist(torch.from_numpy(km.cluster_centers_), torch.from_numpy(feats[members.numpy()]))
+        chosen: list[int] = []
+        for row in dist:
+            chosen.append(next(i for i in row.argsort().tolist() if i not in chosen))
+        picks.append(members[torch.tensor(chosen)])
+    return torch.cat(picks)
+
+
+@torch.no_grad()
+def embed(spec: NetSpec, flat: torch.Tensor, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """L2-normalised penultimate features of ``x`` under network ``spec`` with parameters ``flat``."""
+    net = spec.build()
+    net.load_state_dict(unflatten_params(net, flat), strict=False)
+    net.eval()
+    return torch.cat([F.normalize(net.embed(x[i : i + batch_size]), dim=1) for i in range(0, x.shape[0], batch_size)])
+
+
+def initial_sets(
+    task: DistillTask, g: torch.Generator, init: str = "random"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real initialisation. S_in: ``ipc`` train images per class, at random or (``kmeans``) the medoids
+    of per-class k-means on the first expert's final features. S_out: outlier block c (``ipc``
+    images) is drawn from pool images of kind ``c mod num_kinds`` (the paper's blockwise assignment)."""
+    if init == "random":
+        pick = stratified_subset(task.real_y, task.ipc, g)
+    elif init == "kmeans":
+        if task.experts is None:
+            raise ValueError("distill.init: 'kmeans' needs expert trajectories for its features")
+        features = embed(task.spec, task.experts.trajectory(0)[-1], task.real_x.cpu())
+        pick = kmeans_medoids(features, task.real_y.cpu(), task.ipc, task.seed)
+    else:
+        raise ValueError(f"distill.init: unknown value {init!r}; valid choices: {', '.join(INITS)}")
     x_in, y_in = task.real_x[pick].clone(), task.real_y[pick].clone()
     if task.pool_x.shape[0] == 0:
         return x_in, y_in, task.pool_x[:0].clone()
@@ -96,12 +139,15 @@ class TrajectoryMatching:
     lr_lr: float = 1e-5
     lr_init: float = 0.01
     batch_syn: int = 0  # synthetic InD images per student step; 0 = all of S_in
+    init: str = "random"  # S_in starts from real images: "random" per class, or "kmeans" medoids
     dsa: bool = True  # differentiable Siamese augmentation in the student steps
     log_every: int = 10
 
     needs_experts = True
 
     def check(self, expert_epochs_available: int) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"distill.init: unknown value {self.init!r}; valid choices: {', '.join(INITS)}")
         # start epochs are drawn from [0, max_start_epoch); snapshots run from epoch 0 to experts.epochs
         if self.max_start_epoch < 1 or self.expert_epochs < 1:
             raise ValueError("distill.max_start_epoch and distill.expert_epochs must both be >= 1")
@@ -117,7 +163,7 @@ class TrajectoryMatching:
         self.check(task.experts.epochs)
         g = generator(task.seed, "distill", "mtt")
         dev = task.device
-        x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g))
+        x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, self.init))
         x_in.requires_grad_(True)
         x_out.requires_grad_(True)
         has_out = x_out.shape[0] > 0 and task.lambda_oe > 0
