@@ -33,24 +33,27 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/last_run.json"))
     args = ap.parse_args()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    timings = {}
+    timings, peaks = {}, {}
     for stage in stages(Path("dvc.yaml")):
         start = time.perf_counter()
         subprocess.run(["dvc", "repro", "--force", "--single-item", stage], check=True, env=env)
         timings[stage] = round(time.perf_counter() - start, 1)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # the largest child so far: a stage that raises it is the one that peaked there
+        peaks[stage] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    peak_mb = max(peaks.values())
     result = {
         "stages_seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),
         "peak_rss_mb": round(peak_mb),
+        "peak_rss_mb_after_stage": peaks,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'stage':<20}{'seconds':>10}")
+    print(f"\n{'stage':<20}{'seconds':>10}{'peak MB so far':>16}")
     for stage, seconds in timings.items():
-        print(f"{stage:<20}{seconds:>10.1f}")
+        print(f"{stage:<20}{seconds:>10.1f}{peaks[stage]:>16}")
     print(f"{'total':<20}{result['total_seconds']:>10.1f}\npeak memory of a stage process: {result['peak_rss_mb']} MB")
 
 
