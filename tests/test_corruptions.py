@@ -71,8 +71,8 @@ def test_speckle_leaves_black_pixels_black():
 
 
 def test_unknown_corruption_and_bad_option_are_clear():
-    with pytest.raises(UnknownChoiceError, match=r"outliers.corruptions: unknown value 'blur'; valid choices: .*jigsaw"):
-        make_corruption("blur")
+    with pytest.raises(UnknownChoiceError, match=r"outliers.corruptions: unknown value 'fog'; valid choices: .*jigsaw"):
+        make_corruption("fog")
     with pytest.raises(ValueError, match=r"outliers.options.pixelate: .*its options: factor"):
         make_corruption("pixelate", {"size": 3})
     with pytest.raises(ValueError, match="pixelate.factor"):
@@ -81,3 +81,73 @@ def test_unknown_corruption_and_bad_option_are_clear():
 
 def test_registry_holds_the_paper_four():
     assert set(PAPER_FOUR) <= set(CORRUPTIONS.names())
+
+
+ALL = CORRUPTIONS.names()
+
+
+def _shape_error(name, images):
+    """The documented refusals: rgb_ghost on grayscale, rotate_flip on non-square images."""
+    if name == "rgb_ghost" and images.shape[1] != 3:
+        return "needs 3-channel"
+    if name == "rotate_flip" and images.shape[-1] != images.shape[-2]:
+        return "needs square"
+    return None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_corruption_shape_range_change_and_determinism(name, images):
+    c = make_corruption(name)
+    refusal = _shape_error(name, images)
+    if refusal:
+        with pytest.raises(ValueError, match=refusal):
+            c(images, torch.Generator().manual_seed(0))
+        return
+    out = c(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert ((out - images).abs().flatten(1).max(dim=1).values > 1e-3).all(), f"{name} left an image unchanged"
+    assert torch.equal(out, c(images, torch.Generator().manual_seed(0)))
+
+
+def test_mean_and_geometric_mean_of_two_images():
+    a, b = torch.full((1, 1, 2, 2), 0.25), torch.full((1, 1, 2, 2), 0.64)
+    x = torch.cat([a, b])
+    mean = make_corruption("mean_mix")(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(mean, torch.full_like(x, (0.25 + 0.64) / 2))
+    geo = make_corruption("geometric_mean_mix")(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(geo, torch.full_like(x, 0.4))  # sqrt(0.25 * 0.64)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        make_corruption("mean_mix")(a, torch.Generator())
+
+
+def test_rgb_ghost_keeps_green_and_moves_red_and_blue_apart():
+    x = torch.zeros(1, 3, 20, 20)
+    x[:, :, 10, 10] = 1.0
+    out = make_corruption("rgb_ghost", {"shift": 0.1})(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 1], x[:, 1])
+    red, blue = torch.nonzero(out[0, 0])[0], torch.nonzero(out[0, 2])[0]
+    assert (red - 10).abs().tolist() == [2, 2] and (red - 10).tolist() == (10 - blue).tolist()
+
+
+def test_rotate_flip_never_gives_identity_or_a_mirror():
+    x = torch.rand(40, 1, 6, 6)
+    out = make_corruption("rotate_flip")(x, torch.Generator().manual_seed(0))
+    for img, o in zip(x, out):
+        assert not torch.equal(o, img) and not torch.equal(o, img.flip(2))
+        assert any(torch.equal(o, t) for t in (img.transpose(1, 2), img.rot90(2, dims=(1, 2)), img.rot90(3, dims=(1, 2)).flip(1)))
+
+
+def test_blur_removes_high_frequencies():
+    x = (torch.arange(16).view(1, 1, 1, 16) % 2).float().expand(2, 1, 16, 16).contiguous()  # stripes
+    out = make_corruption("blur")(x, torch.Generator())
+    tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
+    assert tv(out) < 0.2 * tv(x)
+
+
+def test_patch_shuffle_only_moves_pixels():
+    x = torch.rand(5, 1, 24, 24)
+    out = make_corruption("patch_shuffle")(x, torch.Generator().manual_seed(1))
+    assert torch.equal(out.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
+    with pytest.raises(ValueError, match="min_grid <= max_grid"):
+        make_corruption("patch_shuffle", {"min_grid": 5, "max_grid": 3})(x, torch.Generator())

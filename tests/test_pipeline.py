@@ -135,7 +135,7 @@ def test_no_outliers_gives_plain_mtt(project):
 
 def test_bad_param_fails_fast_with_a_clear_message(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["outliers"]["corruptions"] = ["jigsaw", "blur"]
+    params["outliers"]["corruptions"] = ["jigsaw", "fog"]
     params["outliers"]["source"] = "poe"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(project))
@@ -143,5 +143,5 @@ def test_bad_param_fails_fast_with_a_clear_message(project):
         [sys.executable, "stages/prepare_outliers.py"], cwd=project, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert "outliers.corruptions: unknown value 'blur'; valid choices: jigsaw" in proc.stderr
+    assert "outliers.corruptions: unknown value 'fog'; valid choices: jigsaw" in proc.stderr
     assert "Traceback" not in proc.stderr

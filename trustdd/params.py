@@ -170,6 +170,14 @@ def validate(p: Params) -> Params:
             make_corruption(name, options)
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
+    channels = DATASETS.get(p.dataset).channels
+    if p.outliers.source == "poe":
+        for name in p.outliers.corruptions:
+            if getattr(CORRUPTIONS.get(name), "requires_rgb", False) and channels != 3:
+                raise ParamsError(
+                    f"params: outliers.corruptions: {name!r} needs RGB images, but dataset {p.dataset!r} "
+                    f"has {channels} channel(s)"
+                )
     if p.network.norm not in NORMS:
         raise _fail("network.norm", p.network.norm, f"one of {', '.join(NORMS)}")
     if p.device not in ("auto", "cpu"):
