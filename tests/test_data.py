@@ -57,7 +57,7 @@ def _install(source: Path, root: Path) -> Path:
 
 def test_idx_reader_returns_the_written_images(tiny_idx, tmp_path):
     source, content = tiny_idx
-    raw = _install(source, tmp_path / "root")
+    _install(source, tmp_path / "root")
     split = DATASETS.get("fashion_mnist").load(tmp_path / "root", False)
     assert split.train_x.shape == (20, 1, 28, 28) and split.train_x.dtype == torch.uint8
     assert torch.equal(split.train_x[:, 0], content["train-images-idx3-ubyte"])

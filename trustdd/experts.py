@@ -67,7 +67,7 @@ def train_experts(
         net = init_network(spec, seed_from(g), device)
         snapshots = [flat_params(net).cpu()]
 
-        def snapshot(epoch: int, net: torch.nn.Module, record: dict) -> None:
+        def snapshot(epoch: int, net: torch.nn.Module, record: dict, snapshots=snapshots, i=i) -> None:
             snapshots.append(flat_params(net).cpu())
             bar.set_postfix(expert=i, loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.1f}")
             bar.update()
