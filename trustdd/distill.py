@@ -17,7 +17,7 @@ from tqdm import tqdm
 from trustdd.augment import DSA, NoAugment
 from trustdd.data import stratified_subset
 from trustdd.experts import ExpertBuffer
-from trustdd.losses import oe_loss
+from trustdd.losses import trustdd_loss
 from trustdd.networks import NetSpec, unflatten_params
 from trustdd.registry import Registry
 from trustdd.runtime import generator
@@ -191,16 +191,14 @@ class TrajectoryMatching:
             for step in range(self.syn_steps):
                 lo = (step * batch_in) % n_in
                 idx = perm_in[lo : lo + batch_in].to(dev)
-                xb = augment(x_in[idx], seed_from(g))
+                batch = [augment(x_in[idx], seed_from(g))]
                 if has_out:
                     lo = (step * batch_out) % n_out
-                    xo = augment(x_out[perm_out[lo : lo + batch_out].to(dev)], seed_from(g))
-                    logits = functional_call(net, unflatten_params(net, params), (torch.cat([xb, xo]),))
-                    logits, out_logits = logits.split([xb.shape[0], xo.shape[0]])
-                    loss = F.cross_entropy(logits, y_in[idx]) + task.lambda_oe * oe_loss(out_logits)
-                else:
-                    logits = functional_call(net, unflatten_params(net, params), (xb,))
-                    loss = F.cross_entropy(logits, y_in[idx])
+                    batch.append(augment(x_out[perm_out[lo : lo + batch_out].to(dev)], seed_from(g)))
+                # one forward over InD + outliers (the norm is per image), then split
+                logits = functional_call(net, unflatten_params(net, params), (torch.cat(batch),))
+                parts = logits.split([b.shape[0] for b in batch])
+                loss = trustdd_loss(parts[0], y_in[idx], parts[1] if has_out else None, task.lambda_oe)
                 grad = torch.autograd.grad(loss, params, create_graph=True)[0]
                 params = params - syn_lr * grad
 
