@@ -47,3 +47,18 @@ def test_cutout_zeroes_a_half_size_square():
 def test_unknown_op_is_a_clear_error():
     with pytest.raises(ValueError, match=r"augment.ops: invalid value \['zoom'\]; valid choices: color"):
         DSA(ops=("zoom",))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_shared_mode_gives_every_image_of_both_batches_one_transform(op):
+    # gradient matching: a real batch of 6 and a synthetic batch of 2, augmented with one seed
+    aug = DSA(ops=(op,))
+    img = torch.randn(1, 3, 12, 12)
+    real = aug(img.expand(6, -1, -1, -1).clone(), seed=9, shared=True)
+    syn = aug(img.expand(2, -1, -1, -1).clone(), seed=9, shared=True)
+    assert torch.allclose(real, real[:1].expand_as(real))
+    assert torch.allclose(syn, real[:2])
+    # while per-image mode draws different parameters for identical images (flip may leave some alone)
+    if op != "flip":
+        per_image = aug(img.expand(6, -1, -1, -1).clone(), seed=9)
+        assert not torch.allclose(per_image, per_image[:1].expand_as(per_image))
