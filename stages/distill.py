@@ -6,7 +6,7 @@ from torchvision.utils import save_image
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import Prepared, denormalize
+from trustdd.data import Prepared
 from trustdd.distill import DistillTask
 from trustdd.experts import ExpertBuffer
 from trustdd.params import load_params
@@ -36,6 +36,7 @@ def main() -> None:
         seed=p.seed,
         device=device,
         experts=ExpertBuffer(Path("data/experts")) if method.needs_experts else None,
+        mixing=p.outliers.mixing,
     )
     result = method.run(task)
     with atomic_dir(OUT) as out:
@@ -47,14 +48,14 @@ def main() -> None:
                 "lr": result.lr,
                 "method": result.method,
                 "dataset": prepared.dataset,
-                "mean": list(prepared.mean),
-                "std": list(prepared.std),
+                **prepared.transform.to_dict(),  # mean, std, zca: how images map to network inputs
             },
             out / "distilled.pt",
         )
-        save_image(denormalize(result.x_in, prepared.mean, prepared.std), out / "images_in.png", nrow=p.ipc, padding=1)
+        to_pixels = prepared.transform.inverse
+        save_image(to_pixels(result.x_in), out / "images_in.png", nrow=p.ipc, padding=1)
         if result.x_out.shape[0]:
-            save_image(denormalize(result.x_out, prepared.mean, prepared.std), out / "images_out.png", nrow=p.ipc, padding=1)
+            save_image(to_pixels(result.x_out), out / "images_out.png", nrow=p.ipc, padding=1)
     write_json(CURVE, {"distill": [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]})
     print(f"distilled with {result.method}: S_in {tuple(result.x_in.shape)}, S_out {tuple(result.x_out.shape)}, lr {result.lr:.5f}")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import Prepared, normalize
+from trustdd.data import InputTransform, Prepared
 from trustdd.evaluation import evaluate
 from trustdd.params import load_params
 from trustdd.runtime import configure_determinism, resolve_device, write_json
@@ -20,14 +20,15 @@ def main() -> None:
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
     ood = artifacts.load("data/prepared/ood.pt")
     distilled = artifacts.load("data/distilled/distilled.pt")
+    to_inputs = InputTransform.from_dict(distilled)  # test and OOD images go through the set's own transform
     metrics, curves = evaluate(
         distilled["x_in"],
         distilled["y_in"],
         distilled["x_out"],
         distilled["lr"],
-        prepared.norm(prepared.test_x),
+        to_inputs(prepared.test_x),
         prepared.test_y,
-        {name: normalize(x, prepared.mean, prepared.std) for name, x in ood.items()},
+        {name: to_inputs(x) for name, x in ood.items()},
         p.net_spec(),
         p.evaluate,
         p.lambda_oe,

@@ -18,7 +18,8 @@ def main() -> None:
     info = DATASETS.get(p.dataset)
     root = Path(os.environ.get("TRUSTDD_DATA_ROOT", p.data.root))
     split = info.load(root, p.data.download)
-    prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"))
+    zca_reg = p.data.zca_reg if p.data.zca else None
+    prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"), zca_reg)
     ood = {name: OOD_SETS.get(name)(p.data.ood_size, info.shape, generator(p.seed, "ood", name)) for name in p.data.ood_sets}
     with atomic_dir(OUT) as out:
         artifacts.save(prepared.to_dict(), out / "ind.pt")

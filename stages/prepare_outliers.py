@@ -26,6 +26,7 @@ def main() -> None:
         options=p.outliers.options,
         per_type=p.outliers.per_type,
         generator=generator(p.seed, "outliers"),
+        oe=p.outliers.oe,
     )
     pool = build_pool(p.outliers.source, request)
     with atomic_dir(OUT) as out:

@@ -1,11 +1,15 @@
-"""Stage 3: expert trajectories (networks trained on real InD + outliers, snapshotted every epoch)."""
+"""Stage 3: expert trajectories (networks trained on real InD + outliers, snapshotted every epoch).
+
+Only trajectory-matching methods use them: for any other method (e.g. ``dsa``) the stage writes an
+empty buffer in a second. It tracks ``method`` so that switching back restores the trained experts
+from DVC's run cache instead of training them again."""
 
 from pathlib import Path
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
-from trustdd.experts import train_experts
+from trustdd.experts import train_experts, write_not_needed
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, resolve_device
 
@@ -14,6 +18,10 @@ OUT = Path("data/experts")
 
 def main() -> None:
     p = load_params()
+    if not p.method_config().needs_experts:
+        with atomic_dir(OUT) as out:
+            print(f"experts: not needed by method {p.method!r}; {write_not_needed(out, p.method)['skipped']}")
+        return
     configure_determinism(p.seed)
     device = resolve_device(p.device)
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))

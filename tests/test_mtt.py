@@ -95,7 +95,7 @@ def test_start_epoch_bound_is_checked():
     TrajectoryMatching(iterations=1, syn_steps=1, max_start_epoch=2, expert_epochs=2).run(
         make_task(experts=_random_experts(epochs=3))
     )
-    with pytest.raises(ValueError, match=r"max_start_epoch \(3\) \+ distill.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)"):
+    with pytest.raises(ValueError, match=r"distill.mtt.max_start_epoch \(3\) \+ distill.mtt.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)"):
         TrajectoryMatching(max_start_epoch=3, expert_epochs=2).run(make_task(experts=_random_experts(epochs=3)))
 
 
@@ -120,5 +120,5 @@ def test_kmeans_init_draws_from_real_images():
     assert result.y_in.tolist() == [0, 0, 1, 1, 2, 2]
     for img, label in zip(result.x_in, result.y_in):
         assert any(torch.equal(img, r) for r in task.real_x[task.real_y == label])
-    with pytest.raises(ValueError, match="distill.init: unknown value 'herd'; valid choices: random, kmeans"):
+    with pytest.raises(ValueError, match="distill.mtt.init: unknown value 'herd'; valid choices: random, kmeans"):
         TrajectoryMatching(init="herd").run(task)

@@ -31,23 +31,32 @@ def test_project_params_are_valid():
     "override, pattern",
     [
         ({"dataset": "cifar9"}, r"dataset: unknown value 'cifar9'; valid choices: fashion_mnist"),
-        ({"method": "kip"}, r"method: unknown value 'kip'; valid choices: mtt"),
+        ({"method": "kip"}, r"method: unknown value 'kip'; valid choices: dsa, mtt"),
         ({"outliers__source": "web"}, r"outliers.source: unknown value 'web'; valid choices: none, poe, oe"),
         ({"outliers__corruptions": ["invert", "rgb_ghost"]}, r"'rgb_ghost' needs RGB images, but dataset 'fashion_mnist' has 1"),
         ({"outliers__corruptions": ["jigsaw", "fog"]}, r"outliers.corruptions: unknown value 'fog'"),
         ({"data__ood_sets": ["svhn"]}, r"data.ood_sets: unknown value 'svhn'; valid choices: mnist"),
         ({"evaluate__scores": ["odin2"]}, r"evaluate.scores: unknown value 'odin2'; valid choices: msp, energy"),
         ({"device": "tpu"}, r"device: unknown value 'tpu'; valid choices: auto, cpu, cuda"),
-        ({"distill__init": "herd"}, r"distill.init: unknown value 'herd'; valid choices: random, kmeans"),
+        ({"distill__mtt__init": "herd"}, r"distill.mtt.init: unknown value 'herd'; valid choices: random, kmeans"),
         ({"ipc": "ten"}, r"ipc: invalid value 'ten'; expected an integer"),
         ({"ipc": 0}, r"ipc: invalid value 0; expected a value >= 1"),
         ({"data__download": "yes"}, r"data.download: invalid value 'yes'; expected true or false"),
         ({"evaluate__lr": "fast"}, r"evaluate.lr: invalid value 'fast'"),
-        ({"distill__syn_stepz": 3}, r"unknown key\(s\) distill.syn_stepz; valid keys: iterations, syn_steps"),
+        ({"distill__mtt__syn_stepz": 3}, r"unknown key\(s\) distill.mtt.syn_stepz; valid keys: iterations, syn_steps"),
+        ({"distill__dsa__outer_lop": 3}, r"unknown key\(s\) distill.dsa.outer_lop; valid keys: iterations, outer_loop"),
+        ({"distill__kip": {}}, r"distill: unknown method section\(s\) kip; valid: dsa, mtt"),
         (
-            {"experts__epochs": 3, "distill__max_start_epoch": 3, "distill__expert_epochs": 2},
-            r"max_start_epoch \(3\) \+ distill.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)",
+            {"experts__epochs": 3, "distill__mtt__max_start_epoch": 3, "distill__mtt__expert_epochs": 2},
+            r"max_start_epoch \(3\) \+ distill.mtt.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)",
         ),
+        (
+            {"method": "dsa", "ipc": 7, "distill__dsa__outer_loop": 0},
+            r"distill.dsa.outer_loop/inner_loop: no published schedule for ipc=7 \(published for ipc 1, 10, 20",
+        ),
+        ({"method": "dsa", "distill__dsa__batch_real": 0}, r"distill.dsa.batch_real: invalid value 0; expected >= 1"),
+        ({"outliers__mixing": "stripes"}, r"outliers.mixing: invalid value 'stripes'; expected one of blockwise, uniform"),
+        ({"data__zca": True, "data__zca_reg": 0}, r"data.zca_reg: invalid value 0.0; expected a number > 0"),
         ({"ipc": 10, "data__train_limit": 50}, r"data.train_limit: 50 is below ipc x classes = 100"),
         ({"outliers__options": {"pixelate": {"factr": 1}}}, r"outliers.options.pixelate: .*its options: factor"),
         ({"network__norm": "layer"}, r"network.norm: invalid value 'layer'"),
@@ -72,3 +81,22 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("ipc: [1, 2\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize(
+    "oe, pattern",
+    [
+        ({"format": "parquet"}, r"outliers.oe.format: unknown value 'parquet'; valid choices: embedded, npy, folder, torchvision"),
+        ({"format": "npy", "path": ""}, r"outliers.oe.path: invalid value ''; expected the path to read for outliers.oe.format 'npy'"),
+        ({"format": "torchvision", "path": "data/raw"}, r"outliers.oe.name: invalid value ''; expected a torchvision.datasets class"),
+        ({"format": "embedded", "max_images": 0}, r"outliers.oe.max_images: invalid value 0; expected a value >= 1"),
+        ({"formt": "npy"}, r"unknown key\(s\) outliers.oe.formt; valid keys: format, path, name"),
+    ],
+)
+def test_bad_oe_settings(tmp_path, oe, pattern):
+    f = write(tmp_path, outliers__source="oe")
+    params = yaml.safe_load(f.read_text())
+    params["outliers"]["oe"].update(oe)
+    f.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=pattern):
+        load_params(f)

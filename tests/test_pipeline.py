@@ -27,9 +27,24 @@ TINY = {
     "network": {"width": 8, "depth": 2},
     "outliers": {"per_type": 20},
     "experts": {"num_experts": 2, "epochs": 3, "batch_size": 64},
-    "distill": {"iterations": 3, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 0, "log_every": 1},
+    "distill": {
+        "mtt": {"iterations": 3, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 0, "log_every": 1},
+        "dsa": {"iterations": 2, "outer_loop": 2, "inner_loop": 1, "batch_real": 8, "log_every": 1},
+    },
     "evaluate": {"num_eval": 2, "epochs": 4},
 }
+
+
+def set_params(project: Path, **changes) -> None:
+    """Edit the project's params.yaml; keys are dotted paths written with ``__``."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = params
+        for key in path:
+            node = node[key]
+        node[last] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -134,14 +149,64 @@ def test_no_outliers_gives_plain_mtt(project):
 
 
 def test_bad_param_fails_fast_with_a_clear_message(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["outliers"]["corruptions"] = ["jigsaw", "fog"]
-    params["outliers"]["source"] = "poe"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    good = (project / "params.yaml").read_text()
+    set_params(project, outliers__corruptions=["jigsaw", "fog"], outliers__source="poe")
     env = dict(os.environ, PYTHONPATH=str(project))
     proc = subprocess.run(
         [sys.executable, "stages/prepare_outliers.py"], cwd=project, env=env, capture_output=True, text=True
     )
+    (project / "params.yaml").write_text(good)
     assert proc.returncode == 2
     assert "outliers.corruptions: unknown value 'fog'; valid choices: jigsaw" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_dsa_trains_no_experts_and_writes_the_same_artefact(project):
+    import torch
+
+    set_params(project, method="dsa", outliers__source="poe")
+    out = run(["dvc", "repro"], project)
+    assert "experts: not needed by method 'dsa'" in out
+    assert not list((project / "data/experts").glob("expert_*.pt"))
+    meta = json.loads((project / "data/experts/meta.json").read_text())
+    assert meta["num_experts"] == 0 and "dsa" in meta["skipped"]
+    distilled = torch.load(project / "data/distilled/distilled.pt", weights_only=True)
+    assert distilled["method"] == "dsa"
+    assert distilled["x_in"].shape == (20, 1, 28, 28) and distilled["x_out"].shape == (20, 1, 28, 28)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert "distill.dsa" in lock["stages"]["distill"]["params"]["params.yaml"]
+
+
+def test_editing_the_other_methods_options_reruns_nothing(project):
+    set_params(project, distill__mtt__iterations=4)
+    out = run(["dvc", "repro"], project)
+    assert "Running stage" not in out
+
+
+def test_switching_back_to_mtt_restores_experts_from_the_run_cache(project):
+    set_params(project, method="mtt", distill__mtt__iterations=3)
+    out = run(["dvc", "repro"], project)
+    assert "Running stage 'train_experts'" not in out and "Stage 'train_experts' is cached" in out
+    assert len(list((project / "data/experts").glob("expert_*.pt"))) == 2
+
+
+def test_real_outliers_from_the_embedded_pool(project):
+    import torch
+
+    set_params(project, outliers__source="oe", outliers__oe__max_images=50)
+    out = run(["dvc", "repro"], project)
+    assert "Running stage 'prepare_data'" not in out and "Running stage 'prepare_outliers'" in out
+    pool = torch.load(project / "data/outliers/pool.pt", weights_only=True)
+    assert pool["kinds"] == ["oe"] and pool["x"].shape == (50, 1, 28, 28)
+    assert torch.load(project / "data/distilled/distilled.pt", weights_only=True)["x_out"].shape[0] == 20
+
+
+def test_zca_is_recorded_with_the_distilled_set(project):
+    import torch
+
+    set_params(project, data__zca=True)
+    run(["dvc", "repro"], project)
+    distilled = torch.load(project / "data/distilled/distilled.pt", weights_only=True)
+    assert distilled["zca"] is not None and distilled["zca"]["eigvecs"].shape == (784, 784)
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert 0 <= metrics["accuracy"]["mean"] <= 100

@@ -19,6 +19,7 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.transforms.v2 import functional as TF
 
 from trustdd.registry import Registry
+from trustdd.whitening import ZCA
 
 # ---------------------------------------------------------------------------------------------------
 # In-distribution datasets
@@ -205,7 +206,7 @@ TEXTURE_IMAGES = ("brick", "grass", "gravel")
 PHOTO_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "rocket", "clock", "text", "page")
 
 
-def _skimage(name: str) -> torch.Tensor:
+def skimage_image(name: str) -> torch.Tensor:
     import skimage.data
 
     arr = np.asarray(getattr(skimage.data, name)())
@@ -248,13 +249,13 @@ def _mnist(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> t
 @OOD_SETS.register("textures")
 def _textures(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
     """Random crops of scikit-image's brick, grass and gravel textures."""
-    return random_crops([_skimage(k) for k in TEXTURE_IMAGES], n, shape, generator)
+    return random_crops([skimage_image(k) for k in TEXTURE_IMAGES], n, shape, generator)
 
 
 @OOD_SETS.register("photos")
 def _photos(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
     """Random crops of natural photos bundled with scikit-image."""
-    return random_crops([_skimage(k) for k in PHOTO_IMAGES], n, shape, generator)
+    return random_crops([skimage_image(k) for k in PHOTO_IMAGES], n, shape, generator)
 
 
 @OOD_SETS.register("gaussian_noise")
@@ -275,8 +276,35 @@ def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generat
 
 
 @dataclass(frozen=True)
+class InputTransform:
+    """uint8 images -> network inputs: per-channel normalisation, then optional ZCA whitening. Stored
+    with prepared data and with every distilled set, so a set is always scored in its own input space."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    zca: ZCA | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize(x, self.mean, self.std)
+        return self.zca.whiten(x) if self.zca is not None else x
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Network inputs -> [0,1] images (clamped), e.g. to draw a grid."""
+        if self.zca is not None:
+            x = self.zca.unwhiten(x)
+        return denormalize(x, self.mean, self.std)
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "zca": self.zca.to_dict() if self.zca else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputTransform":
+        return cls(tuple(d["mean"]), tuple(d["std"]), ZCA.from_dict(d.get("zca")))
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """The InD split (uint8) and its normalisation, as written by the prepare-data stage."""
+    """The InD split (uint8) and its input transform, as written by the prepare-data stage."""
 
     dataset: str
     classes: tuple[str, ...]
@@ -286,12 +314,17 @@ class Prepared:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    zca: ZCA | None = None
+
+    @property
+    def transform(self) -> InputTransform:
+        return InputTransform(self.mean, self.std, self.zca)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        return normalize(x, self.mean, self.std)
+        return self.transform(x)
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "dataset": self.dataset,
             "classes": list(self.classes),
             "mean": list(self.mean),
@@ -301,19 +334,26 @@ class Prepared:
             "test_x": self.test_x,
             "test_y": self.test_y,
         }
+        if self.zca is not None:
+            d["zca"] = self.zca.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Prepared":
         return cls(
             d["dataset"], tuple(d["classes"]), tuple(d["mean"]), tuple(d["std"]),
-            d["train_x"], d["train_y"], d["test_x"], d["test_y"],
+            d["train_x"], d["train_y"], d["test_x"], d["test_y"], ZCA.from_dict(d.get("zca")),
         )
 
 
-def prepare(info: DatasetInfo, split: Split, train_limit: int, generator: torch.Generator) -> Prepared:
-    """Cap the train set to ``train_limit`` images, the same number per class (0 = keep all)."""
+def prepare(
+    info: DatasetInfo, split: Split, train_limit: int, generator: torch.Generator, zca_reg: float | None = None
+) -> Prepared:
+    """Cap the train set to ``train_limit`` images, the same number per class (0 = keep all); with a
+    ``zca_reg``, fit ZCA whitening on the (capped, normalised) train images."""
     train_x, train_y = split.train_x, split.train_y
     if train_limit:
         pick = stratified_subset(train_y, train_limit // info.num_classes, generator)
         train_x, train_y = train_x[pick], train_y[pick]
-    return Prepared(info.name, info.classes, info.mean, info.std, train_x, train_y, split.test_x, split.test_y)
+    zca = ZCA.fit(normalize(train_x, info.mean, info.std), zca_reg) if zca_reg is not None else None
+    return Prepared(info.name, info.classes, info.mean, info.std, train_x, train_y, split.test_x, split.test_y, zca)

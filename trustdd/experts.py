@@ -91,6 +91,14 @@ def train_experts(
     return meta
 
 
+def write_not_needed(folder: Path, method: str) -> dict:
+    """The expert stage's output when the chosen method does not use trajectories (e.g. ``dsa``): an
+    empty buffer whose meta.json says why, written in a second instead of training any expert."""
+    meta = {"num_experts": 0, "epochs": 0, "skipped": f"method {method!r} does not use expert trajectories"}
+    (Path(folder) / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
 class ExpertBuffer:
     """Lazy access to expert trajectories on disk, keeping the ``cache`` most recent ones in memory."""
 
@@ -100,6 +108,8 @@ class ExpertBuffer:
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path} does not exist: run the expert stage first (`dvc repro`)")
         self.meta = json.loads(meta_path.read_text())
+        if "skipped" in self.meta:
+            raise FileNotFoundError(f"{self.folder} holds no experts ({self.meta['skipped']}): run `dvc repro` with this method")
         self.spec = NetSpec(**self.meta["spec"])
         self.num_experts = int(self.meta["num_experts"])
         self.epochs = int(self.meta["epochs"])

@@ -1,7 +1,7 @@
 """The outlier pool that experts, distillation and evaluation draw on, from a registry of sources.
 
 Sources: ``none`` (plain DD, an empty pool), ``poe`` (Pseudo-Outlier Exposure: corrupted InD train
-images) and ``oe`` (real auxiliary outliers).
+images) and ``oe`` (real auxiliary outliers, read by one of the ``OE_FORMATS``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,21 @@ from typing import Callable
 
 import torch
 
+from trustdd import image_sources
 from trustdd.corruptions import make_corruption
 from trustdd.data import to_uint8
 from trustdd.registry import Registry
+
+
+@dataclass(frozen=True)
+class OEConfig:
+    """Where real outliers come from (``outliers.oe`` in params.yaml)."""
+
+    format: str = "embedded"  # a key of OE_FORMATS
+    path: str = ""  # the .npy file, the image folder, or the torchvision root folder
+    name: str = ""  # torchvision only: the dataset class, e.g. CIFAR100
+    download: bool = False  # torchvision only: may it fetch the files?
+    max_images: int = 12000  # seeded random subset (0 = every image; the embedded pool needs a number)
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,11 @@ class PoolRequest:
     options: dict
     per_type: int
     generator: torch.Generator
+    oe: OEConfig = OEConfig()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
 
 
 SOURCES: Registry[Callable[[PoolRequest], OutlierPool]] = Registry("outliers.source")
@@ -68,9 +85,43 @@ def _poe(req: PoolRequest, chunk: int = 4096) -> OutlierPool:
 
 @SOURCES.register("oe")
 def _oe(req: PoolRequest) -> OutlierPool:
-    raise NotImplementedError(
-        "outliers.source: 'oe' (real auxiliary outliers) is not yet supported; "
-        "valid choices today: 'none', 'poe'"
+    """Real outliers, converted to the InD shape: one kind, ``oe``."""
+    x = OE_FORMATS.get(req.oe.format)(req)
+    return OutlierPool(x, torch.zeros(x.shape[0], dtype=torch.long), ("oe",), "oe")
+
+
+# Readers of real outlier data; each returns uint8 N x C x H x W in the InD shape and raises
+# image_sources.ImageSourceError naming the ``outliers.oe`` key at fault.
+OE_FORMATS: Registry[Callable[[PoolRequest], torch.Tensor]] = Registry("outliers.oe.format")
+
+
+@OE_FORMATS.register("embedded")
+def _oe_embedded(req: PoolRequest) -> torch.Tensor:
+    """Offline default: crops of photos shipped in scikit-image / scikit-learn that no OOD test set uses."""
+    if req.oe.max_images < 1:
+        raise image_sources.ImageSourceError(
+            f"outliers.oe.max_images: invalid value {req.oe.max_images}; the embedded pool needs a number >= 1"
+        )
+    return image_sources.embedded_pool(req.oe.max_images, req.shape, req.generator)
+
+
+@OE_FORMATS.register("npy")
+def _oe_npy(req: PoolRequest) -> torch.Tensor:
+    """A uint8 N x H x W x C array, e.g. the 300K Random Images file of the Outlier Exposure paper."""
+    return image_sources.read_npy(req.oe.path, req.shape, req.oe.max_images, req.generator, "outliers.oe.path")
+
+
+@OE_FORMATS.register("folder")
+def _oe_folder(req: PoolRequest) -> torch.Tensor:
+    """Every image file under a folder, any depth; undecodable files are skipped with a warning."""
+    return image_sources.read_folder(req.oe.path, req.shape, req.oe.max_images, req.generator, "outliers.oe.path").images
+
+
+@OE_FORMATS.register("torchvision")
+def _oe_torchvision(req: PoolRequest) -> torch.Tensor:
+    """A torchvision dataset's train split (labels ignored), read from ``path`` as its root."""
+    return image_sources.read_torchvision(
+        req.oe.name, req.oe.path, req.oe.download, req.shape, req.oe.max_images, req.generator, "outliers.oe"
     )
 
 

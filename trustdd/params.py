@@ -12,11 +12,11 @@ import yaml
 
 from trustdd.corruptions import CORRUPTIONS, make_corruption
 from trustdd.data import DATASETS, OOD_SETS
-from trustdd.distill import METHODS
+from trustdd.distill import METHODS, MIXINGS
 from trustdd.evaluation import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.networks import NETWORKS, NORMS, NetSpec
-from trustdd.outliers import SOURCES
+from trustdd.outliers import OE_FORMATS, SOURCES, OEConfig
 from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device
 from trustdd.scores import SCORES
@@ -33,6 +33,8 @@ class DataParams:
     train_limit: int = 0  # cap on the InD train set, balanced over classes; 0 = the whole set
     ood_sets: tuple[str, ...] = ("mnist", "textures", "photos", "gaussian_noise", "uniform_noise")
     ood_size: int = 2000  # images per OOD set (fewer when a set is smaller)
+    zca: bool = False  # ZCA-whiten every network input (fitted on the InD train set)
+    zca_reg: float = 0.1  # added to the covariance eigenvalues before whitening (MTT's value)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class OutlierParams:
     corruptions: tuple[str, ...] = ("jigsaw", "invert", "pixelate", "speckle")
     per_type: int = 0  # images per corruption type; 0 = as many as InD train images
     options: dict = field(default_factory=dict)  # severity knobs per corruption, e.g. {pixelate: {factor: 0.25}}
+    mixing: str = "blockwise"  # blockwise | uniform: see trustdd.distill.base.MIXINGS
+    oe: OEConfig = OEConfig()  # real outliers, used when source is oe
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class Params:
     network: NetworkParams = NetworkParams()
     outliers: OutlierParams = OutlierParams()
     experts: ExpertConfig = ExpertConfig()
-    distill: dict = field(default_factory=dict)  # options of the chosen method (see trustdd.distill)
+    distill: dict = field(default_factory=dict)  # {method name: its options}, see trustdd.distill
     evaluate: EvalConfig = EvalConfig()
 
     def net_spec(self) -> NetSpec:
@@ -78,9 +82,11 @@ class Params:
             norm=self.network.norm,
         )
 
-    def method_config(self):
-        """The chosen distillation method, built from ``distill:`` (its fields are the valid keys)."""
-        return _build(METHODS.get(self.method), self.distill, "distill")
+    def method_config(self, name: str | None = None):
+        """A distillation method (the chosen one by default), built from ``distill.<name>``; the fields
+        of the method's dataclass are the valid keys, missing ones take its defaults."""
+        name = name or self.method
+        return _build(METHODS.get(name), self.distill.get(name), f"distill.{name}")
 
 
 def _fail(key: str, value: Any, expected: str) -> ParamsError:
@@ -161,6 +167,7 @@ def validate(p: Params) -> Params:
             CORRUPTIONS.get(name)
         for name in p.evaluate.scores:
             SCORES.get(name)
+        OE_FORMATS.get(p.outliers.oe.format)
     except UnknownChoiceError as err:
         raise ParamsError(f"params: {err}") from None
     for name, options in p.outliers.options.items():
@@ -178,6 +185,13 @@ def validate(p: Params) -> Params:
                     f"params: outliers.corruptions: {name!r} needs RGB images, but dataset {p.dataset!r} "
                     f"has {channels} channel(s)"
                 )
+    unknown_methods = sorted(set(p.distill) - set(METHODS.names()))
+    if unknown_methods:
+        raise ParamsError(
+            f"params: distill: unknown method section(s) {', '.join(unknown_methods)}; valid: {', '.join(METHODS.names())}"
+        )
+    if p.outliers.mixing not in MIXINGS:
+        raise _fail("outliers.mixing", p.outliers.mixing, f"one of {', '.join(MIXINGS)}")
     if p.network.norm not in NORMS:
         raise _fail("network.norm", p.network.norm, f"one of {', '.join(NORMS)}")
     if p.device not in ("auto", "cpu"):
@@ -187,6 +201,13 @@ def validate(p: Params) -> Params:
             raise ParamsError(f"params: {err}") from None
     if not p.data.ood_sets:
         raise _fail("data.ood_sets", list(p.data.ood_sets), "at least one OOD set")
+    if p.outliers.source == "oe":
+        oe = p.outliers.oe
+        if oe.format != "embedded" and not oe.path:
+            raise _fail("outliers.oe.path", oe.path, f"the path to read for outliers.oe.format {oe.format!r}")
+        if oe.format == "torchvision" and not oe.name:
+            raise _fail("outliers.oe.name", oe.name, "a torchvision.datasets class name, e.g. CIFAR100")
+        _at_least("outliers.oe.max_images", oe.max_images, 1 if oe.format == "embedded" else 0)
     if p.outliers.source == "poe" and not p.outliers.corruptions:
         raise _fail("outliers.corruptions", [], "at least one corruption when outliers.source is poe")
     for key, value, low in [
@@ -212,14 +233,14 @@ def validate(p: Params) -> Params:
         raise ParamsError(
             f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * info.num_classes}"
         )
-    method = p.method_config()
-    if getattr(method, "needs_experts", False):
-        check = getattr(method, "check", None)
-        if check is not None:
-            try:
-                check(p.experts.epochs)
-            except ValueError as err:
-                raise ParamsError(f"params: {err}") from None
+    if p.data.zca and p.data.zca_reg <= 0:
+        raise _fail("data.zca_reg", p.data.zca_reg, "a number > 0")
+    for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
+        p.method_config(name)
+    try:
+        p.method_config().check(p.ipc, p.experts.epochs)
+    except ValueError as err:
+        raise ParamsError(f"params: {err}") from None
     return p
 
 

@@ -1,0 +1,126 @@
+"""What every distillation method shares: its input (:class:`DistillTask`), its output
+(:class:`DistilledSet`), the registry, and the real-image initialisation of S_in and S_out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from trustdd.data import stratified_subset
+from trustdd.experts import ExpertBuffer
+from trustdd.networks import NetSpec, unflatten_params
+from trustdd.registry import Registry
+
+METHODS: Registry[type] = Registry("method")
+
+# How synthetic outlier blocks relate to the outlier kinds (corruption types) of the pool.
+#   blockwise: block c (the ipc outliers next to class c) starts from, and is matched against, pool
+#              images of kind c mod K only, as in the TrustDD paper;
+#   uniform:   every block draws from the whole pool, so every batch mixes all kinds.
+MIXINGS = ("blockwise", "uniform")
+
+
+@dataclass
+class DistillTask:
+    """Inputs common to every method. Images are float tensors in the networks' input space."""
+
+    real_x: torch.Tensor
+    real_y: torch.Tensor
+    pool_x: torch.Tensor  # may hold 0 images: plain DD without outliers
+    pool_kind: torch.Tensor
+    num_kinds: int
+    num_classes: int
+    ipc: int
+    spec: NetSpec
+    lambda_oe: float
+    seed: int
+    device: torch.device
+    experts: ExpertBuffer | None = None
+    mixing: str = "blockwise"
+
+    @property
+    def has_outliers(self) -> bool:
+        return self.pool_x.shape[0] > 0 and self.lambda_oe > 0
+
+    def block_members(self, block: int) -> torch.Tensor:
+        """Indices of the pool images that outlier block ``block`` starts from and is matched against."""
+        if self.mixing == "uniform":
+            return torch.arange(self.pool_x.shape[0])
+        if self.mixing != "blockwise":
+            raise ValueError(f"outliers.mixing: unknown value {self.mixing!r}; valid choices: {', '.join(MIXINGS)}")
+        kind = block % self.num_kinds
+        members = torch.nonzero(self.pool_kind == kind).flatten()
+        if members.numel() < self.ipc:
+            raise ValueError(f"outlier kind {kind} has {members.numel()} images, fewer than ipc={self.ipc}")
+        return members
+
+
+@dataclass
+class DistilledSet:
+    """A method's result; the same fields whatever the method, so evaluation never asks which made it."""
+
+    x_in: torch.Tensor
+    y_in: torch.Tensor
+    x_out: torch.Tensor
+    lr: float  # the lr a net should train on this set with (learned by MTT; the inner-loop lr for DSA)
+    method: str
+    history: list[dict] = field(default_factory=list)  # one record per logged iteration
+
+
+INITS = ("random", "kmeans")
+
+
+def kmeans_medoids(features: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Per class, the real image nearest to each of ``per_class`` k-means centroids of its features
+    (a coreset that covers each class's modes; distinct images, in class order)."""
+    from sklearn.cluster import KMeans
+
+    feats = features.double().numpy()
+    picks = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if members.numel() < per_class:
+            raise ValueError(f"class {c} has {members.numel()} images, fewer than ipc={per_class}")
+        km = KMeans(n_clusters=per_class, n_init=3, random_state=seed).fit(feats[members.numpy()])
+        dist = torch.cdist(torch.from_numpy(km.cluster_centers_), torch.from_numpy(feats[members.numpy()]))
+        chosen: list[int] = []
+        for row in dist:
+            chosen.append(next(i for i in row.argsort().tolist() if i not in chosen))
+        picks.append(members[torch.tensor(chosen)])
+    return torch.cat(picks)
+
+
+@torch.no_grad()
+def embed(spec: NetSpec, flat: torch.Tensor, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """L2-normalised penultimate features of ``x`` under network ``spec`` with parameters ``flat``."""
+    net = spec.build()
+    net.load_state_dict(unflatten_params(net, flat), strict=False)
+    net.eval()
+    return torch.cat([F.normalize(net.embed(x[i : i + batch_size]), dim=1) for i in range(0, x.shape[0], batch_size)])
+
+
+def initial_sets(
+    task: DistillTask, g: torch.Generator, init: str = "random"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real initialisation. S_in: ``ipc`` train images per class, at random or (``kmeans``) the medoids
+    of per-class k-means on the first expert's final features. S_out: ``ipc`` pool images per class
+    block, drawn from :meth:`DistillTask.block_members` (blockwise by kind, or the whole pool)."""
+    if init == "random":
+        pick = stratified_subset(task.real_y, task.ipc, g)
+    elif init == "kmeans":
+        if task.experts is None:
+            raise ValueError("distill.init: 'kmeans' needs expert trajectories for its features")
+        features = embed(task.spec, task.experts.trajectory(0)[-1], task.real_x.cpu())
+        pick = kmeans_medoids(features, task.real_y.cpu(), task.ipc, task.seed)
+    else:
+        raise ValueError(f"distill.init: unknown value {init!r}; valid choices: {', '.join(INITS)}")
+    x_in, y_in = task.real_x[pick].clone(), task.real_y[pick].clone()
+    if task.pool_x.shape[0] == 0:
+        return x_in, y_in, task.pool_x[:0].clone()
+    blocks = []
+    for c in range(task.num_classes):
+        members = task.block_members(c)
+        blocks.append(members[torch.randperm(members.numel(), generator=g)[: task.ipc]])
+    return x_in, y_in, task.pool_x[torch.cat(blocks)].clone()

@@ -1,0 +1,323 @@
+"""Read a user's images from disk (or an embedded offline pool) into uint8 tensors of the InD shape.
+
+Every reader returns uint8 N x C x H x W with ``(C, H, W) == shape``, the in-distribution shape. Images
+come back in source order (file order, array order or dataset index order), also after a seeded
+subsample: the chosen indices are sorted before reading. Every problem with what a user asked for raises
+:class:`ImageSourceError`, whose message names the params key, the offending value and what is valid.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from trustdd.data import skimage_image, fit_images, random_crops
+
+CHUNK = 4096  # images converted at once when reading a .npy file
+NAMED_SKIPPED = 5  # skipped files named in the warning
+
+
+class ImageSourceError(ValueError):
+    """A user's image source cannot be read; the message names the params key, the value and what is valid."""
+
+
+class SkippedImagesWarning(UserWarning):
+    """Some files of an image folder could not be decoded and were left out."""
+
+
+def _subsample(n: int, max_images: int, generator: torch.Generator, key: str) -> torch.Tensor:
+    """Sorted indices of ``max_images`` of ``n`` items drawn without replacement (all when 0 or >= n)."""
+    if max_images < 0:
+        raise ImageSourceError(f"{key}: max_images must be >= 0 (0 = all images), got {max_images}")
+    if max_images == 0 or n <= max_images:
+        return torch.arange(n)
+    return torch.randperm(n, generator=generator)[:max_images].sort().values
+
+
+# ---------------------------------------------------------------------------------------------------
+# .npy arrays (e.g. the 300K Random Images file: 300000 x 32 x 32 x 3 uint8)
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_npy(
+    path: str | Path, shape: tuple[int, int, int], max_images: int, generator: torch.Generator, key: str
+) -> torch.Tensor:
+    """A uint8 N x H x W x C (C = 1 or 3) ``.npy`` file -> uint8 N' x C x H x W of ``shape``.
+
+    Memory-mapped, so only the chosen rows are read; ``max_images`` > 0 keeps a seeded random subset of
+    that many. Channels are converted and images resized (plain antialiased resize) by ``fit_images``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageSourceError(f"{key}: {str(path)!r} does not exist; expected a .npy file of uint8 N x H x W x C")
+    if path.is_dir():
+        raise ImageSourceError(f"{key}: {str(path)!r} is a directory; expected a .npy file of uint8 N x H x W x C")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise ImageSourceError(
+            f"{key}: {str(path)!r} is not a valid .npy file ({e}); expected a .npy file of uint8 N x H x W x C"
+        ) from None
+    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive
+        raise ImageSourceError(
+            f"{key}: {str(path)!r} is not a .npy array but a {type(arr).__name__}; "
+            "expected a .npy file of uint8 N x H x W x C"
+        )
+    if arr.dtype != np.uint8:
+        raise ImageSourceError(
+            f"{key}: {str(path)!r} has dtype {arr.dtype}; expected uint8 (pixel values 0-255)"
+        )
+    if arr.ndim != 4 or arr.shape[3] not in (1, 3):
+        hint = " (for grayscale add a channel axis: x[..., None])" if arr.ndim == 3 else ""
+        raise ImageSourceError(
+            f"{key}: {str(path)!r} has shape {tuple(arr.shape)}; expected N x H x W x C with C 1 or 3{hint}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageSourceError(f"{key}: {str(path)!r} holds no images (shape {tuple(arr.shape)})")
+    pick = _subsample(arr.shape[0], max_images, generator, key).numpy()
+    whole = pick.size == arr.shape[0]
+    out = torch.empty(pick.size, *shape, dtype=torch.uint8)
+    for start in range(0, pick.size, CHUNK):
+        stop = min(start + CHUNK, pick.size)
+        rows = arr[start:stop] if whole else arr[pick[start:stop]]
+        chunk = torch.from_numpy(np.array(rows)).permute(0, 3, 1, 2)
+        out[start:stop] = fit_images(chunk, shape)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# PIL images: image folders and torchvision datasets
+# ---------------------------------------------------------------------------------------------------
+
+
+def fit_pil(image: Any, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A PIL image -> uint8 C x H x W: resize (antialiased) so it covers H x W, center crop, convert channels.
+
+    Colour images are read as RGB and turned gray (for a 1-channel ``shape``) by ``fit_images``, as .npy
+    arrays are; gray images stay gray for a 1-channel ``shape``, so their values are kept exactly.
+    """
+    c, h, w = shape
+    image.draft(None, (w, h))  # JPEG only: decode at a reduced scale that still covers H x W
+    image = _to_8bit(image)
+    x = TF.pil_to_tensor(image.convert("L" if c == 1 and image.mode in ("1", "L", "LA") else "RGB"))
+    ih, iw = x.shape[-2:]
+    scale = max(h / ih, w / iw)
+    size = [max(h, round(ih * scale)), max(w, round(iw * scale))]
+    if size != [ih, iw]:
+        x = TF.resize(x, size, antialias=True)
+    return fit_images(TF.center_crop(x, [h, w])[None], shape)[0]
+
+
+def _to_8bit(image: Any) -> Any:
+    """16/32-bit integer images (PIL modes I, I;16...) scaled from 0-65535 to an 8-bit L image; PIL's own
+    conversion would clip them to 255."""
+    if not image.mode.startswith("I"):
+        return image
+    from PIL import Image
+
+    x = np.asarray(image).astype(np.float64)
+    return Image.fromarray(np.clip(np.round(x / 257.0), 0, 255).astype(np.uint8))
+
+
+def image_extensions() -> tuple[str, ...]:
+    """File extensions read from folders (lower case, matched case-insensitively): torchvision's list."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return tuple(e.lower() for e in IMG_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class FolderImages:
+    """What :func:`read_folder` read: the images, and the files tried but not decodable (with the reason)."""
+
+    images: torch.Tensor  # uint8 N x C x H x W
+    files: list[Path]  # the decoded files, in the order of ``images``
+    skipped: list[tuple[Path, str]]  # (file, error)
+
+
+def read_folder(
+    path: str | Path, shape: tuple[int, int, int], max_images: int, generator: torch.Generator, key: str
+) -> FolderImages:
+    """All image files under ``path`` (any depth, sorted by relative path) -> uint8 images of ``shape``.
+
+    ``max_images`` > 0 keeps a seeded random subset of the FILE list before decoding, so files that fail
+    to decode make the result smaller. Undecodable files are skipped and reported in one
+    :class:`SkippedImagesWarning`; if none decodes, :class:`ImageSourceError`.
+    """
+    from PIL import Image
+
+    root = Path(path)
+    if not root.exists():
+        raise ImageSourceError(f"{key}: {str(root)!r} does not exist; expected a folder of image files")
+    if not root.is_dir():
+        raise ImageSourceError(f"{key}: {str(root)!r} is not a directory; expected a folder of image files")
+    exts = image_extensions()
+    files = sorted(
+        (f for f in root.rglob("*") if f.suffix.lower() in exts and f.is_file()),
+        key=lambda f: f.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise ImageSourceError(
+            f"{key}: no image files found under {str(root)!r} (looked at any depth for {', '.join(exts)}, any case)"
+        )
+    chosen = [files[i] for i in _subsample(len(files), max_images, generator, key).tolist()]
+    out = torch.empty(len(chosen), *shape, dtype=torch.uint8)
+    decoded: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for f in chosen:
+        try:
+            with Image.open(f) as im:
+                out[len(decoded)] = fit_pil(im, shape)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            skipped.append((f, f"{type(e).__name__}: {e}"))
+            continue
+        decoded.append(f)
+    if not decoded:
+        raise ImageSourceError(
+            f"{key}: none of the {len(chosen)} image files tried under {str(root)!r} could be decoded "
+            f"(first: {skipped[0][0].relative_to(root).as_posix()}: {skipped[0][1]})"
+        )
+    if skipped:
+        warnings.warn(_skipped_message(key, root, skipped, len(chosen)), SkippedImagesWarning, stacklevel=2)
+    return FolderImages(out[: len(decoded)], decoded, skipped)
+
+
+def _skipped_message(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> str:
+    named = "; ".join(f"{f.relative_to(root).as_posix()} ({err})" for f, err in skipped[:NAMED_SKIPPED])
+    more = f"; and {len(skipped) - NAMED_SKIPPED} more" if len(skipped) > NAMED_SKIPPED else ""
+    return f"{key}: skipped {len(skipped)} of {tried} image files under {str(root)!r} that could not be decoded: {named}{more}"
+
+
+def _dataset_class(name: str, key: str) -> type:
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, name, None) if isinstance(name, str) and not name.startswith("_") else None
+    if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)):
+        raise ImageSourceError(
+            f"{key}: unknown dataset {name!r}; it must be the name of a torchvision.datasets class, "
+            "e.g. CIFAR100, SVHN, FakeData"
+        )
+    return cls
+
+
+def _dataset_kwargs(cls: type, root: str | Path, download: bool) -> dict[str, Any]:
+    """root, train=True (or else split="train") and download, as far as the constructor takes them.
+
+    A ``split`` whose default names another training split (e.g. Places365's "train-standard") is kept.
+    """
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    if "root" in params:
+        kwargs["root"] = str(root)
+    if "train" in params:
+        kwargs["train"] = True
+    elif "split" in params:
+        default = params["split"].default
+        if not (isinstance(default, str) and default.startswith("train") and default != "train"):
+            kwargs["split"] = "train"
+    if "download" in params:
+        kwargs["download"] = download
+    return kwargs
+
+
+def read_torchvision(
+    name: str,
+    root: str | Path,
+    download: bool,
+    shape: tuple[int, int, int],
+    max_images: int,
+    generator: torch.Generator,
+    key: str,
+    options: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """The training images of ``torchvision.datasets.<name>`` -> uint8 N x C x H x W of ``shape``.
+
+    ``max_images`` > 0 keeps a seeded random subset of the indices. Images are fitted like folder images
+    (cover-resize, center crop). ``options`` are extra constructor arguments and override the defaults.
+    """
+    cls = _dataset_class(name, key)
+    kwargs = {**_dataset_kwargs(cls, root, download), **(options or {})}
+    try:
+        dataset = cls(**kwargs)
+    except (RuntimeError, FileNotFoundError) as e:
+        hint = "" if download else "; set download: true on a machine with network, or put the files there"
+        raise ImageSourceError(
+            f"{key}: torchvision dataset {name} could not be loaded from root {str(root)!r} ({e}){hint}"
+        ) from None
+    except (TypeError, ValueError) as e:
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ImageSourceError(f"{key}: torchvision dataset {name}({args}) could not be built: {e}") from None
+    n = len(dataset)
+    if n == 0:
+        raise ImageSourceError(f"{key}: torchvision dataset {name} under {str(root)!r} holds no images")
+    pick = _subsample(n, max_images, generator, key).tolist()
+    out = torch.empty(len(pick), *shape, dtype=torch.uint8)
+    for j, i in enumerate(pick):
+        image = dataset[i][0]
+        if not hasattr(image, "convert"):
+            raise ImageSourceError(
+                f"{key}: torchvision dataset {name} gives {type(image).__name__} items, not PIL images"
+            )
+        out[j] = fit_pil(image, shape)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The embedded default OE pool: bundled images that appear in no OOD test set
+# ---------------------------------------------------------------------------------------------------
+
+# Large photos (scikit-image, scikit-learn) and scikit-image's 200 25x25 LFW patches (100 faces, 100
+# non-faces). None of them is in trustdd.data.TEXTURE_IMAGES or PHOTO_IMAGES, and no digits (MNIST is
+# an OOD test set).
+OE_SKIMAGE_PHOTOS = ("moon", "hubble_deep_field", "immunohistochemistry", "retina", "cell")
+OE_SKLEARN_PHOTOS = ("china", "flower")
+OE_FACES = "lfw_subset"
+EMBEDDED_OE_IMAGES = OE_SKIMAGE_PHOTOS + OE_SKLEARN_PHOTOS + (OE_FACES,)
+
+
+def _sklearn_photo(name: str) -> torch.Tensor:
+    from sklearn.datasets import load_sample_image
+
+    return torch.from_numpy(np.array(load_sample_image(f"{name}.jpg"))).permute(2, 0, 1)
+
+
+def _lfw_patches() -> torch.Tensor:
+    """scikit-image's 200 LFW patches as uint8 200 x 1 x 25 x 25 (stored as floats in [0, 1])."""
+    import skimage.data
+
+    patches = torch.from_numpy(np.asarray(getattr(skimage.data, OE_FACES)()))
+    return (patches.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
+
+
+def embedded_photos() -> list[torch.Tensor]:
+    """The large embedded photos as uint8 C x H x W, in EMBEDDED_OE_IMAGES order."""
+    return [skimage_image(k) for k in OE_SKIMAGE_PHOTOS] + [_sklearn_photo(k) for k in OE_SKLEARN_PHOTOS]
+
+
+def embedded_pool(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+    """``n`` seeded OE images of ``shape`` from packages' bundled images; no network.
+
+    One share in eight (``n // 8``, as if the faces were an eighth source) are whole LFW patches, resized,
+    drawn without replacement until all 200 are used, then again; the rest are random crops of the seven
+    large photos (``trustdd.data.random_crops``). The two parts are shuffled together.
+    """
+    if n < 0:
+        raise ValueError(f"embedded_pool: n must be >= 0, got {n}")
+    n_faces = n // len(EMBEDDED_OE_IMAGES)
+    crops = random_crops(embedded_photos(), n - n_faces, shape, generator)
+    if n_faces == 0:
+        return crops
+    faces = _lfw_patches()
+    rounds = -(-n_faces // faces.shape[0])
+    order = torch.cat([torch.randperm(faces.shape[0], generator=generator) for _ in range(rounds)])[:n_faces]
+    pool = torch.cat([crops, fit_images(faces[order], shape)])
+    return pool[torch.randperm(n, generator=generator)].contiguous()
