@@ -20,7 +20,7 @@ def main() -> None:
     p = load_params()
     if not p.method_config().needs_experts:
         with atomic_dir(OUT) as out:
-            print(f"experts: not needed by method {p.method!r}; {write_not_needed(out, p.method)['skipped']}")
+            print(f"experts: none trained; {write_not_needed(out, p.method)['skipped']}")
         return
     configure_determinism(p.seed)
     device = resolve_device(p.device)

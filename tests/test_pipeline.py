@@ -166,7 +166,7 @@ def test_dsa_trains_no_experts_and_writes_the_same_artefact(project):
 
     set_params(project, method="dsa", outliers__source="poe")
     out = run(["dvc", "repro"], project)
-    assert "experts: not needed by method 'dsa'" in out
+    assert "experts: none trained; method 'dsa' does not use expert trajectories" in out
     assert not list((project / "data/experts").glob("expert_*.pt"))
     meta = json.loads((project / "data/experts/meta.json").read_text())
     assert meta["num_experts"] == 0 and "dsa" in meta["skipped"]
