@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import apply_overrides
 
 from trustdd.params import ParamsError, load_params
 
@@ -9,13 +10,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, **overrides):
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        node = params
-        *path, last = dotted.split("__")
-        for key in path:
-            node = node[key]
-        node[last] = value
+    params = apply_overrides(yaml.safe_load((PROJECT / "params.yaml").read_text()), **overrides)
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(params))
     return f

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import apply_overrides
 
 from trustdd import data
 
@@ -37,13 +38,7 @@ TINY = {
 
 def set_params(project: Path, **changes) -> None:
     """Edit the project's params.yaml; keys are dotted paths written with ``__``."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        *path, last = dotted.split("__")
-        node = params
-        for key in path:
-            node = node[key]
-        node[last] = value
+    params = apply_overrides(yaml.safe_load((project / "params.yaml").read_text()), **changes)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

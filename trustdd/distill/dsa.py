@@ -114,7 +114,7 @@ class GradientMatching:
 
     def check(self, ipc: int, expert_epochs_available: int = 0) -> None:
         """Raise ValueError naming the offending ``distill.dsa`` key before any work starts."""
-        for key in ("iterations", "outer_loop", "inner_loop", "log_every"):
+        for key in ("iterations", "outer_loop", "inner_loop"):
             if getattr(self, key) < 0:
                 raise ValueError(f"distill.dsa.{key}: invalid value {getattr(self, key)}; expected >= 0")
         for key in ("batch_real", "batch_train", "log_every"):
