@@ -6,7 +6,7 @@ FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 FMNIST_LOCAL := data/raw/FashionMNIST/raw/train-images-idx3-ubyte
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test setup data-sources benchmark clean
+.PHONY: repro test setup data-sources plots check-plots benchmark clean
 
 repro: setup data-sources
 	$(BIN)/dvc repro
@@ -33,6 +33,13 @@ data-sources:
 	    echo "Fashion-MNIST not found; install dataset-fashion-mnist (as root) or see README 'Data'"; \
 	  fi; \
 	fi
+
+# `dvc plots show` with Vega inline, so the page renders without network; then check it in headless Chromium.
+plots: setup
+	$(BIN)/python -m trustdd.plots show
+
+check-plots: plots
+	$(BIN)/python -m trustdd.plots check dvc_plots/index.html
 
 benchmark: setup data-sources
 	$(BIN)/python benchmarks/repro_time.py

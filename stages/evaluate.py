@@ -1,16 +1,22 @@
-"""Stage 5: train fresh nets on the distilled set; InD accuracy and OOD detection metrics."""
+"""Stage 6: train fresh nets on the distilled set (and the baselines); accuracy, calibration and OOD metrics."""
 
 from pathlib import Path
 
-from trustdd import artifacts
+from trustdd import artifacts, report
 from trustdd.cli import run_stage
-from trustdd.data import InputTransform, Prepared
-from trustdd.evaluation import evaluate
+from trustdd.data import Prepared
+from trustdd.distilled_sets import full_data, load_distilled, random_subset
+from trustdd.evaluation import check, evaluate
+from trustdd.ood_sets import OODSets
 from trustdd.params import load_params
-from trustdd.runtime import configure_determinism, resolve_device, write_json
+from trustdd.runtime import atomic_write_text, configure_determinism, resolve_device, write_json
 
 METRICS = Path("metrics/metrics.json")
+DETAIL = Path("metrics/ood.json")
+REPORT = Path("metrics/report.md")
 CURVES = Path("metrics/eval_curves.json")
+ROC = Path("metrics/plots/roc.json")
+HISTOGRAMS = Path("metrics/plots/score_histograms.json")
 
 
 def main() -> None:
@@ -18,28 +24,44 @@ def main() -> None:
     configure_determinism(p.seed)
     device = resolve_device(p.device)
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    ood = artifacts.load("data/prepared/ood.pt")
-    distilled = artifacts.load("data/distilled/distilled.pt")
-    to_inputs = InputTransform.from_dict(distilled)  # test and OOD images go through the set's own transform
-    metrics, curves = evaluate(
-        distilled["x_in"],
-        distilled["y_in"],
-        distilled["x_out"],
-        distilled["lr"],
+    ood = OODSets.from_dict(artifacts.load("data/ood/ood.pt"))
+    spec = p.net_spec()
+    loaded = load_distilled(p.evaluate.set, prepared.transform, (spec.channels, spec.image_size, spec.image_size), spec.num_classes)
+    to_inputs = loaded.transform  # test, OOD and baseline images go through the set's own transform
+    sets = [loaded.set]
+    if p.evaluate.random_baseline or p.evaluate.full_data_epochs:
+        pool = artifacts.load("data/outliers/pool.pt")["x"]
+        if p.evaluate.random_baseline:
+            sets.append(random_subset(loaded.set, prepared.train_x, prepared.train_y, pool, to_inputs, p.seed))
+        if p.evaluate.full_data_epochs:
+            sets.append(full_data(loaded.set, prepared.train_x, prepared.train_y, pool, to_inputs))
+    check(sets, p.evaluate)  # bad options fail before the first net is trained
+    ev = evaluate(
+        sets,
         to_inputs(prepared.test_x),
         prepared.test_y,
-        {name: to_inputs(x) for name, x in ood.items()},
-        p.net_spec(),
+        {name: to_inputs(x) for name, x in ood.images.items()},
+        ood.groups,
+        spec,
         p.evaluate,
         p.lambda_oe,
         p.seed,
         device,
+        tuple(1.0 / s for s in to_inputs.std),
     )
-    write_json(METRICS, metrics)
-    write_json(CURVES, {"train": [{k: r[k] for k in ("net", "epoch", "loss", "train_acc")} for r in curves]})
-    acc = metrics["accuracy"]
-    msp = metrics["ood"]["msp"]["mean"]
-    print(f"accuracy {acc['mean']:.2f} +- {acc['std']:.2f}; MSP mean AUROC {msp['auroc']:.2f}, FPR95 {msp['fpr95']:.2f}")
+    about = {"set": p.evaluate.set, "method": loaded.method, "num_eval": p.evaluate.num_eval}
+    head = report.headline(ev)
+    write_json(METRICS, head)
+    write_json(DETAIL, report.detail(ev, ood.groups, about))
+    atomic_write_text(REPORT, report.markdown(ev, ood.groups, about))
+    write_json(CURVES, {"train": report.curve_rows(ev)})
+    write_json(ROC, {"roc": ev.roc})
+    write_json(HISTOGRAMS, {"histogram": ev.histograms})
+    main_row, first = head["distilled"][p.evaluate.architectures[0]], p.evaluate.scores[0]
+    print(
+        f"accuracy {main_row['accuracy']['mean']:.2f} +- {main_row['accuracy']['std']:.2f}; {first} mean AUROC "
+        f"{main_row[first]['auroc']['mean']:.2f}, FPR95 (InD+) {main_row[first]['fpr95_in']['mean']:.2f}; see {REPORT}"
+    )
 
 
 if __name__ == "__main__":

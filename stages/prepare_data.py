@@ -1,11 +1,11 @@
-"""Stage 1: the InD train/test split and the OOD test sets, as uint8 tensors in data/prepared/."""
+"""Stage 1: the InD train/test split, as uint8 tensors (and the input transform) in data/prepared/."""
 
 import os
 from pathlib import Path
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import DATASETS, OOD_SETS, prepare
+from trustdd.data import DATASETS, prepare
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 
@@ -20,12 +20,9 @@ def main() -> None:
     split = info.load(root, p.data.download)
     zca_reg = p.data.zca_reg if p.data.zca else None
     prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"), zca_reg)
-    ood = {name: OOD_SETS.get(name)(p.data.ood_size, info.shape, generator(p.seed, "ood", name)) for name in p.data.ood_sets}
     with atomic_dir(OUT) as out:
         artifacts.save(prepared.to_dict(), out / "ind.pt")
-        artifacts.save(ood, out / "ood.pt")
-    sizes = ", ".join(f"{k} {v.shape[0]}" for k, v in ood.items())
-    print(f"{p.dataset}: train {tuple(prepared.train_x.shape)}, test {tuple(prepared.test_x.shape)}; OOD: {sizes}")
+    print(f"{p.dataset}: train {tuple(prepared.train_x.shape)}, test {tuple(prepared.test_x.shape)}")
 
 
 if __name__ == "__main__":

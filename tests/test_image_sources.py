@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR100, SVHN, FakeData, Places365
 
-from trustdd import data, image_sources
+from trustdd import image_sources, ood_sets
 from trustdd.image_sources import (
     EMBEDDED_OE_IMAGES,
     ImageSourceError,
@@ -253,7 +253,7 @@ def test_torchvision_missing_files_suggest_download(tmp_path):
 
 
 def test_embedded_sources_are_disjoint_from_the_ood_test_sets():
-    assert not set(EMBEDDED_OE_IMAGES) & (set(data.TEXTURE_IMAGES) | set(data.PHOTO_IMAGES))
+    assert not set(EMBEDDED_OE_IMAGES) & (set(ood_sets.TEXTURE_IMAGES) | set(ood_sets.PHOTO_IMAGES))
     assert len(set(EMBEDDED_OE_IMAGES)) == len(EMBEDDED_OE_IMAGES) == 8
     photos = image_sources.embedded_photos()
     assert len(photos) == 7 and all(p.dtype == torch.uint8 and min(p.shape[1:]) >= 400 for p in photos)

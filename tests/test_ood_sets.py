@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trustdd.image_sources import ImageSourceError
+from trustdd.ood_sets import OOD_SETS, OODSets, UserOODSet, build_ood_sets
+
+SHAPE = (1, 28, 28)
+
+
+@pytest.mark.parametrize("name", OOD_SETS.names())
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_builtin_sets_are_seeded_uint8_of_the_ind_shape(name, shape):
+    a = OOD_SETS.get(name).make(12, shape, torch.Generator().manual_seed(0))
+    b = OOD_SETS.get(name).make(12, shape, torch.Generator().manual_seed(0))
+    assert a.shape == (12, *shape) and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    assert a.float().std() > 5  # real content, not a constant image
+
+
+def test_builtin_groups():
+    assert {n: OOD_SETS.get(n).group for n in OOD_SETS.names()} == {
+        "mnist": "near", "textures": "far", "photos": "far", "gaussian_noise": "far", "uniform_noise": "far",
+    }
+
+
+def _folder(root, n_good=5, broken=()):
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n_good):
+        sub = root / ("a" if i % 2 else "b/c")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 30, 3), 20 * i, np.uint8)).save(sub / f"img{i}.png")
+    for name in broken:
+        (root / name).write_bytes(b"not an image")
+    return root
+
+
+def test_user_folder_with_an_unreadable_file_is_read_and_the_file_reported(tmp_path, capsys):
+    root = _folder(tmp_path / "mine", n_good=5, broken=["zz_broken.jpg"])
+    user = (UserOODSet(name="mine", format="folder", path=str(root), group="near"),)
+    sets = build_ood_sets(("uniform_noise",), user, {}, 100, SHAPE, seed=0)
+    assert sets.images["mine"].shape == (5, *SHAPE) and sets.images["mine"].dtype == torch.uint8
+    assert sets.groups == {"uniform_noise": "far", "mine": "near"}
+    report = sets.report["mine"]
+    assert report["images"] == 5 and report["group"] == "near"
+    assert [s["file"] for s in report["skipped"]] == [str(root / "zz_broken.jpg")]
+    assert "skipped 1 of 6 image files" in capsys.readouterr().out
+
+
+def test_user_folder_is_capped_with_a_seeded_subset(tmp_path):
+    root = _folder(tmp_path / "mine", n_good=9)
+    user = (UserOODSet(name="mine", path=str(root)),)
+    a = build_ood_sets((), user, {}, 4, SHAPE, seed=3).images["mine"]
+    b = build_ood_sets((), user, {}, 4, SHAPE, seed=3).images["mine"]
+    assert a.shape[0] == 4 and torch.equal(a, b)
+
+
+def test_empty_folder_and_missing_path_are_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    empty = (UserOODSet(name="e", path=str(tmp_path / "empty")),)
+    with pytest.raises(ImageSourceError, match=r"ood.user\[0\].path: no image files found under"):
+        build_ood_sets(("mnist",), empty, {}, 10, SHAPE, seed=0)
+    missing = (UserOODSet(name="m", format="npy", path=str(tmp_path / "nope.npy")),)
+    with pytest.raises(ImageSourceError, match=r"ood.user\[0\].path: .*nope.npy' does not exist"):
+        build_ood_sets(("mnist",), missing, {}, 10, SHAPE, seed=0)
+
+
+def test_optional_missing_set_is_skipped_and_reported(tmp_path, capsys):
+    user = (UserOODSet(name="later", path=str(tmp_path / "not_yet"), optional=True),)
+    sets = build_ood_sets(("uniform_noise",), user, {}, 10, SHAPE, seed=0)
+    assert list(sets.images) == ["uniform_noise"]
+    assert sets.report["later"]["images"] == 0 and "does not exist" in sets.report["later"]["skipped_set"]
+    assert "optional set 'later' skipped" in capsys.readouterr().out
+
+
+def test_user_npy_is_converted_and_group_overrides_apply(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8))
+    user = (UserOODSet(name="arr", format="npy", path=str(tmp_path / "x.npy")),)
+    sets = build_ood_sets(("mnist",), user, {"mnist": "far", "arr": "near"}, 50, SHAPE, seed=0)
+    assert sets.images["arr"].shape == (7, *SHAPE)
+    assert sets.groups == {"mnist": "far", "arr": "near"}
+
+
+def test_round_trip_and_preview():
+    sets = OODSets({"a": torch.full((3, *SHAPE), 255, dtype=torch.uint8), "b": torch.zeros(0, *SHAPE, dtype=torch.uint8)}, {"a": "far"})
+    again = OODSets.from_dict(sets.to_dict())
+    assert again.groups == {"a": "far"} and torch.equal(again.images["a"], sets.images["a"])
+    grid = sets.preview(per_set=4)  # one row for "a" (3 images + 1 black); the empty set has no row
+    assert grid.shape == (4, *SHAPE)
+    assert grid[:3].eq(1).all() and grid[3].eq(0).all()

@@ -1,0 +1,173 @@
+"""The image sets an evaluation trains on: a distilled set read from disk, and the baselines built from
+real data (a random subset of the same size, and the whole train set).
+
+:func:`load_distilled` reads the project's own ``distilled.pt`` or a plain pair of tensors as MTT and
+its descendants write them (``images_best.pt`` + ``labels_best.pt``, ``images_<it>.pt`` + ``labels_<it>.pt``,
+or ``images.pt`` + ``labels.pt``), so sets made elsewhere can be scored with the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trustdd import artifacts
+from trustdd.data import InputTransform
+from trustdd.runtime import generator
+
+
+class DistilledSetError(ValueError):
+    """A set named by ``evaluate.set`` cannot be read; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Images (network inputs, float N x C x H x W) that fresh evaluation nets are trained on."""
+
+    name: str  # distilled | random | full
+    x_in: torch.Tensor
+    y_in: torch.Tensor
+    x_out: torch.Tensor  # outliers for the OE loss (0 images when the set has none)
+    lr: float | None  # the lr the set comes with (MTT learns one), else None
+    origin: str  # where it came from, for the report
+
+    @property
+    def per_class(self) -> torch.Tensor:
+        return torch.bincount(self.y_in)
+
+
+@dataclass(frozen=True)
+class LoadedSet:
+    set: TrainingSet
+    transform: InputTransform  # how uint8 test and OOD images map into the set's input space
+    method: str
+
+
+KEY = "evaluate.set"
+
+
+def load_distilled(
+    path: str | Path, transform: InputTransform, shape: tuple[int, int, int], num_classes: int
+) -> LoadedSet:
+    """Read a distilled set. ``transform`` and ``shape`` come from the prepared InD data: plain tensor pairs
+    carry no transform of their own, so float images are taken to be in that input space already (as MTT
+    saves them: normalised, and ZCA-whitened when it ran with --zca; set ``data.zca`` to match) and uint8
+    images are mapped through it."""
+    path = Path(path)
+    if not path.exists():
+        raise DistilledSetError(
+            f"{KEY}: {str(path)!r} does not exist; expected the project's distilled.pt, an MTT-style "
+            "images*.pt file (its labels*.pt beside it), or a folder holding such a pair"
+        )
+    if path.is_file() and not path.name.startswith("images"):
+        d = artifacts.load(path)
+        if not isinstance(d, dict) or not {"x_in", "y_in"} <= set(d):
+            raise DistilledSetError(
+                f"{KEY}: {str(path)!r} is not a trustdd distilled set (a dict with x_in, y_in, x_out, lr, mean, std); "
+                "a plain tensor file must be named images*.pt with labels*.pt beside it"
+            )
+        x_out = d.get("x_out", torch.empty(0, *shape))
+        result = TrainingSet("distilled", d["x_in"].float(), d["y_in"].long(), x_out.float(), d.get("lr"), str(path))
+        own = InputTransform.from_dict(d) if "mean" in d else transform
+        _check(result, shape, num_classes, path)
+        return LoadedSet(result, own, str(d.get("method", "unknown")))
+    images, labels = _pair(path)
+    x = _tensor(images, "images")
+    y = _tensor(labels, "labels")
+    if x.dtype == torch.uint8:
+        x = transform(x)
+    if y.is_floating_point():
+        if y.ndim != 2:
+            raise DistilledSetError(f"{KEY}: {labels} holds float labels of shape {tuple(y.shape)}; expected N class indices")
+        y = y.argmax(dim=1)  # soft labels (one row of class scores per image) -> hard labels
+    result = TrainingSet("distilled", x.float(), y.long(), torch.empty(0, *shape), None, str(images))
+    _check(result, shape, num_classes, images)
+    return LoadedSet(result, transform, "external")
+
+
+def _pair(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        for stem in ("images_best", "images"):
+            if (path / f"{stem}.pt").exists():
+                images = path / f"{stem}.pt"
+                break
+        else:
+            found = sorted(p.name for p in path.glob("images*.pt"))
+            raise DistilledSetError(
+                f"{KEY}: no images_best.pt or images.pt in {str(path)!r}"
+                + (f" (found {', '.join(found)}: point {KEY} at one of them)" if found else "")
+            )
+    else:
+        images = path
+    labels = images.with_name("labels" + images.name[len("images"):])
+    if not labels.exists():
+        raise DistilledSetError(f"{KEY}: {str(images)!r} has no labels file beside it; expected {str(labels)!r}")
+    return images, labels
+
+
+def _tensor(path: Path, what: str) -> torch.Tensor:
+    obj = artifacts.load(path)
+    if not isinstance(obj, torch.Tensor):
+        raise DistilledSetError(f"{KEY}: {str(path)!r} holds a {type(obj).__name__}; expected one tensor of {what}")
+    return obj.detach().cpu()
+
+
+def _check(s: TrainingSet, shape: tuple[int, int, int], num_classes: int, path: Path) -> None:
+    for name, x in (("images", s.x_in), ("outliers", s.x_out)):
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+            if name == "outliers" and x.numel() == 0:
+                continue
+            raise DistilledSetError(
+                f"{KEY}: {name} in {str(path)!r} have shape {tuple(x.shape)}; expected N x {' x '.join(map(str, shape))} "
+                "(the dataset's shape: set `dataset` to the one the set was distilled from)"
+            )
+    if s.y_in.ndim != 1 or s.y_in.shape[0] != s.x_in.shape[0]:
+        raise DistilledSetError(f"{KEY}: {s.x_in.shape[0]} images but labels of shape {tuple(s.y_in.shape)} in {str(path)!r}")
+    if s.y_in.numel() == 0:
+        raise DistilledSetError(f"{KEY}: {str(path)!r} holds no images")
+    low, high = int(s.y_in.min()), int(s.y_in.max())
+    if low < 0 or high >= num_classes:
+        raise DistilledSetError(
+            f"{KEY}: labels in {str(path)!r} run from {low} to {high}; the dataset has classes 0..{num_classes - 1}"
+        )
+
+
+def random_subset(
+    like: TrainingSet,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    pool_x: torch.Tensor,
+    transform: InputTransform,
+    seed: int,
+) -> TrainingSet:
+    """The honest yardstick: as many random real train images per class as ``like`` has, and as many random
+    pool outliers as it has outliers (uint8 in, network inputs out). Seeded by ``seed`` alone."""
+    g = generator(seed, "random_subset")
+    picks = []
+    for c, n in enumerate(like.per_class.tolist()):
+        members = torch.nonzero(train_y == c).flatten()
+        if members.numel() < n:
+            raise ValueError(f"random subset: class {c} has {members.numel()} train images; the set has {n}")
+        picks.append(members[torch.randperm(members.numel(), generator=g)[:n]])
+    pick = torch.cat(picks)
+    n_out = like.x_out.shape[0]
+    if pool_x.shape[0] < n_out:
+        raise ValueError(f"random subset: the outlier pool has {pool_x.shape[0]} images; the set has {n_out} outliers")
+    out_pick = torch.randperm(pool_x.shape[0], generator=g)[:n_out].sort().values
+    return TrainingSet(
+        "random", transform(train_x[pick]), train_y[pick], transform(pool_x[out_pick]), None,
+        f"{len(pick)} random train images, {n_out} random pool outliers",
+    )
+
+
+def full_data(
+    like: TrainingSet, train_x: torch.Tensor, train_y: torch.Tensor, pool_x: torch.Tensor, transform: InputTransform
+) -> TrainingSet:
+    """The ceiling: every InD train image, and the whole outlier pool when ``like`` trains with outliers."""
+    x_out = pool_x if like.x_out.shape[0] else pool_x[:0]
+    return TrainingSet(
+        "full", transform(train_x), train_y, transform(x_out), None,
+        f"all {train_x.shape[0]} train images, {x_out.shape[0]} pool outliers",
+    )

@@ -1,0 +1,131 @@
+"""Turn an :class:`~trustdd.evaluation.Evaluation` into what the evaluate stage writes: the headline
+metrics (``metrics.json``, what ``dvc metrics diff`` and ``dvc exp show`` compare), the full per-set detail
+(``ood.json``), a markdown table for people (``report.md``) and the rows behind the DVC plots."""
+
+from __future__ import annotations
+
+import math
+
+from trustdd.evaluation import Evaluation
+from trustdd.metrics import CONVENTIONS, METRIC_NAMES
+
+CLASSIFICATION = ("accuracy", "ece", "misclassification_auroc")
+GAIN_METRICS = ("auroc", "fpr95_in", "fpr95_out")
+LABELS = {
+    "auroc": "AUROC",
+    "aupr_in": "AUPR-In",
+    "aupr_out": "AUPR-Out",
+    "fpr95_in": "FPR95 (InD+)",
+    "fpr95_out": "FPR95 (OOD+)",
+}
+
+
+def rounded(obj, digits: int = 4):
+    """Round floats for JSON; NaN (an undefined metric) becomes null."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
+def headline(ev: Evaluation) -> dict:
+    """Per training set and architecture: the classification numbers and, per score, the OOD metrics
+    averaged over all OOD sets (mean and std over nets); then distilled minus random, paired by net seed."""
+    out: dict = {}
+    for set_name, archs in ev.results.items():
+        out[set_name] = {}
+        for arch, r in archs.items():
+            row = {k: r[k] for k in CLASSIFICATION}
+            row.update({score: groups["all"] for score, groups in r["ood"].items()})
+            out[set_name][arch] = row
+    if "distilled" in out and "random" in out:
+        out["distilled_minus_random"] = {
+            arch: _difference(out["distilled"][arch], out["random"][arch]) for arch in out["distilled"]
+        }
+    return rounded(out)
+
+
+def _difference(a: dict, b: dict) -> dict:
+    diff = {"accuracy": a["accuracy"]["mean"] - b["accuracy"]["mean"]}
+    for score, metrics in a.items():
+        if score not in CLASSIFICATION:
+            diff[score] = {m: metrics[m]["mean"] - b[score][m]["mean"] for m in GAIN_METRICS}
+    return diff
+
+
+def detail(ev: Evaluation, groups: dict[str, str], about: dict) -> dict:
+    """Everything: every OOD set and group, every metric, mean and std; the conventions; the set-up."""
+    return rounded({"about": about, "conventions": CONVENTIONS, "groups": groups, "nets": ev.nets, "results": ev.results})
+
+
+def _pm(ms: dict) -> str:
+    if ms["mean"] is None or math.isnan(ms["mean"]):
+        return "n/a"
+    return f"{ms['mean']:.2f} ± {ms['std']:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
+    """A short report: classification, OOD detection averaged over all sets, the gain over the random
+    baseline, then per OOD set and group for every architecture the distilled set was trained on."""
+    num_eval = about.get("num_eval", "?")
+    lines = [
+        "# trustdd evaluation",
+        "",
+        f"Set: `{about.get('set', '?')}` (method {about.get('method', '?')}). Every number is the mean ± std over "
+        f"{num_eval} nets trained from scratch and scored once, after their last epoch.",
+        "Higher score = more in-distribution. FPR95 (InD+): OOD accepted while 95% of InD is kept; "
+        "FPR95 (OOD+): InD rejected while 95% of OOD is caught (OpenOOD's). All values in %.",
+        "",
+        "## Classification (InD test set)",
+        "",
+    ]
+    rows = []
+    for set_name, archs in ev.results.items():
+        for arch, r in archs.items():
+            nets = ev.nets[set_name][arch]
+            rows.append([set_name, arch, str(nets["images"]), str(nets["epochs"])] + [_pm(r[k]) for k in CLASSIFICATION])
+    lines += _table(["training set", "network", "images", "epochs", "accuracy", "ECE", "misclassification AUROC"], rows)
+    lines += ["", "## OOD detection, averaged over all OOD sets", ""]
+    rows = []
+    for set_name, archs in ev.results.items():
+        for arch, r in archs.items():
+            for score, g in r["ood"].items():
+                rows.append([set_name, arch, score] + [_pm(g["all"][m]) for m in METRIC_NAMES])
+    lines += _table(["training set", "network", "score"] + [LABELS[m] for m in METRIC_NAMES], rows)
+    if "distilled" in ev.results and "random" in ev.results:
+        lines += ["", "## Distilled minus random subset of the same size (paired by net seed)", ""]
+        rows = []
+        for arch, r in ev.results["distilled"].items():
+            base = ev.results["random"][arch]
+            acc = r["accuracy"]["mean"] - base["accuracy"]["mean"]
+            for score, g in r["ood"].items():
+                deltas = [g["all"][m]["mean"] - base["ood"][score]["all"][m]["mean"] for m in GAIN_METRICS]
+                rows.append([arch, score, f"{acc:+.2f}"] + [f"{d:+.2f}" for d in deltas])
+        lines += _table(["network", "score", "accuracy"] + [LABELS[m] for m in GAIN_METRICS], rows)
+    first = next(iter(ev.results))
+    for arch, r in ev.results[first].items():
+        lines += ["", f"## Per OOD set: {first} set, {arch}", ""]
+        rows = []
+        for score, g in r["ood"].items():
+            for name, metrics in g.items():
+                label = f"**{name}**" if name in ("all", "near", "far") else f"{name} ({groups.get(name, '-')})"
+                rows.append([score, label] + [_pm(metrics[m]) for m in METRIC_NAMES])
+        lines += _table(["score", "OOD set (group)"] + [LABELS[m] for m in METRIC_NAMES], rows)
+    return "\n".join(lines) + "\n"
+
+
+def curve_rows(ev: Evaluation) -> list[dict]:
+    """Training curves for the plots: one series per (training set, network, net)."""
+    return [
+        {"series": f"{r['set']} / {r['arch']} / net {r['net']}", "epoch": r["epoch"], "loss": round(r["loss"], 5),
+         "train_acc": round(r["train_acc"], 3)}
+        for r in ev.curves
+    ]
