@@ -6,7 +6,7 @@ from trustdd import artifacts, report
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
 from trustdd.distilled_sets import full_data, load_distilled, random_subset
-from trustdd.evaluation import check, evaluate
+from trustdd.evaluation import evaluate
 from trustdd.ood_sets import OODSets
 from trustdd.params import load_params
 from trustdd.runtime import atomic_write_text, configure_determinism, resolve_device, write_json
@@ -26,7 +26,9 @@ def main() -> None:
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
     ood = OODSets.from_dict(artifacts.load("data/ood/ood.pt"))
     spec = p.net_spec()
-    loaded = load_distilled(p.evaluate.set, prepared.transform, (spec.channels, spec.image_size, spec.image_size), spec.num_classes)
+    loaded = load_distilled(
+        p.evaluate.set, prepared.transform, (spec.channels, spec.image_size, spec.image_size), spec.num_classes
+    )
     to_inputs = loaded.transform  # test, OOD and baseline images go through the set's own transform
     sets = [loaded.set]
     if p.evaluate.random_baseline or p.evaluate.full_data_epochs:
@@ -35,7 +37,6 @@ def main() -> None:
             sets.append(random_subset(loaded.set, prepared.train_x, prepared.train_y, pool, to_inputs, p.seed))
         if p.evaluate.full_data_epochs:
             sets.append(full_data(loaded.set, prepared.train_x, prepared.train_y, pool, to_inputs))
-    check(sets, p.evaluate)  # bad options fail before the first net is trained
     ev = evaluate(
         sets,
         to_inputs(prepared.test_x),
@@ -47,7 +48,7 @@ def main() -> None:
         p.lambda_oe,
         p.seed,
         device,
-        tuple(1.0 / s for s in to_inputs.std),
+        tuple(1.0 / s for s in to_inputs.std),  # input units per pixel unit (ODIN's step; approximate under ZCA)
     )
     about = {"set": p.evaluate.set, "method": loaded.method, "num_eval": p.evaluate.num_eval}
     head = report.headline(ev)

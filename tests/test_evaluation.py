@@ -19,7 +19,9 @@ PLAIN = InputTransform((0.5,), (0.25,))
 def _set(n_per_class=2, classes=3, outliers=0, lr=0.02, seed=0):
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(classes).repeat_interleave(n_per_class)
-    return TrainingSet("distilled", torch.randn(len(y), *SHAPE, generator=g), y, torch.randn(outliers, *SHAPE, generator=g), lr, "test")
+    return TrainingSet(
+        "distilled", torch.randn(len(y), *SHAPE, generator=g), y, torch.randn(outliers, *SHAPE, generator=g), lr, "test"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -30,7 +32,10 @@ def _set(n_per_class=2, classes=3, outliers=0, lr=0.02, seed=0):
 def test_loads_the_projects_own_format_with_its_transform(tmp_path):
     s = _set(outliers=6)
     own = InputTransform((0.1,), (0.2,))
-    torch.save({"x_in": s.x_in, "y_in": s.y_in, "x_out": s.x_out, "lr": 0.03, "method": "mtt", **own.to_dict()}, tmp_path / "d.pt")
+    torch.save(
+        {"x_in": s.x_in, "y_in": s.y_in, "x_out": s.x_out, "lr": 0.03, "method": "mtt", **own.to_dict()},
+        tmp_path / "d.pt",
+    )
     loaded = load_distilled(tmp_path / "d.pt", PLAIN, SHAPE, 3)
     assert torch.equal(loaded.set.x_in, s.x_in) and loaded.set.x_out.shape == (6, *SHAPE)
     assert loaded.set.lr == 0.03 and loaded.method == "mtt"
@@ -66,8 +71,14 @@ def test_uint8_images_go_through_the_transform_and_soft_labels_become_hard(tmp_p
     "make, pattern",
     [
         (lambda d: d / "nope.pt", r"evaluate.set: .*nope.pt' does not exist; expected the project's distilled.pt"),
-        (lambda d: (d / "images_7.pt").touch() or d, r"no images_best.pt or images.pt in .* \(found images_7.pt: point"),
-        (lambda d: torch.save(torch.zeros(2, *SHAPE), d / "images.pt") or d / "images.pt", r"has no labels file beside it; expected .*labels.pt"),
+        (
+            lambda d: (d / "images_7.pt").touch() or d,
+            r"no images_best.pt or images.pt in .* \(found images_7.pt: point",
+        ),
+        (
+            lambda d: torch.save(torch.zeros(2, *SHAPE), d / "images.pt") or d / "images.pt",
+            r"has no labels file beside it; expected .*labels.pt",
+        ),
         (lambda d: torch.save([1, 2], d / "other.pt") or d / "other.pt", r"is not a trustdd distilled set"),
     ],
 )
@@ -128,13 +139,16 @@ def test_full_data_uses_everything():
     assert full_data(_set(), train_x, train_y, pool_x, PLAIN).x_out.shape[0] == 0
 
 
-def test_learned_lr_is_required_only_where_it_is_used():
+def test_learned_lr_is_used_only_on_the_distillation_net():
     cfg = EvalConfig()
-    assert cfg.lr_for(_set(lr=0.02)) == 0.02
-    assert cfg.lr_for(dataclasses.replace(_set(lr=None), name="random")) == cfg.baseline_lr
+    assert cfg.lr_for(_set(lr=0.02), "convnet", "convnet") == 0.02
+    assert cfg.lr_for(_set(lr=0.02), "vgg11", "convnet") == cfg.baseline_lr  # the lr was learned for convnet
+    assert cfg.lr_for(dataclasses.replace(_set(lr=None), name="random"), "convnet", "convnet") == cfg.baseline_lr
     with pytest.raises(ValueError, match=r"evaluate.lr: 'learned', but test carries no learned lr; set evaluate.lr"):
-        check([_set(lr=None)], cfg)
-    assert dataclasses.replace(cfg, lr=0.1).lr_for(_set(lr=None)) == 0.1
+        check([_set(lr=None)], cfg, "convnet")
+    check([_set(lr=None)], dataclasses.replace(cfg, architectures=("mlp",)), "convnet")  # not needed there
+    fixed = dataclasses.replace(cfg, lr=0.1)
+    assert fixed.lr_for(_set(lr=None), "convnet", "convnet") == fixed.lr_for(_set(), "mlp", "convnet") == 0.1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,7 +163,19 @@ def _run(sets, cfg=CFG, seed=0):
     g = torch.Generator().manual_seed(5)
     test_x, test_y = torch.randn(12, *SHAPE, generator=g), torch.arange(3).repeat(4)
     ood = {"near_set": torch.randn(6, *SHAPE, generator=g) + 2, "far_set": torch.randn(5, *SHAPE, generator=g) * 3}
-    return evaluate(sets, test_x, test_y, ood, {"near_set": "near", "far_set": "far"}, SPEC, cfg, 0.5, seed, torch.device("cpu"), (4.0,))
+    return evaluate(
+        sets,
+        test_x,
+        test_y,
+        ood,
+        {"near_set": "near", "far_set": "far"},
+        SPEC,
+        cfg,
+        0.5,
+        seed,
+        torch.device("cpu"),
+        (4.0,),
+    )
 
 
 def test_evaluation_reports_every_set_score_and_group():
@@ -161,9 +187,14 @@ def test_evaluation_reports_every_set_score_and_group():
     assert set(r["ood"]["energy"]) == {"all", "near", "far", "near_set", "far_set"}
     assert set(r["ood"]["energy"]["all"]) == {"auroc", "aupr_in", "aupr_out", "fpr95_in", "fpr95_out"}
     auroc = r["ood"]["msp"]
-    assert auroc["all"]["auroc"]["mean"] == pytest.approx((auroc["near_set"]["auroc"]["mean"] + auroc["far_set"]["auroc"]["mean"]) / 2)
+    assert auroc["all"]["auroc"]["mean"] == pytest.approx(
+        (auroc["near_set"]["auroc"]["mean"] + auroc["far_set"]["auroc"]["mean"]) / 2
+    )
     assert len(ev.curves) == 2 * 2  # nets x epochs
-    assert {row["score"] for row in ev.roc} == set(r["ood"]) and {row["ood_set"] for row in ev.roc} == {"near_set", "far_set"}
+    assert {row["score"] for row in ev.roc} == set(r["ood"]) and {row["ood_set"] for row in ev.roc} == {
+        "near_set",
+        "far_set",
+    }
     assert {row["images"] for row in ev.histograms} == {"InD test", "near_set", "far_set"}
     for score in r["ood"]:  # each histogram is a distribution per image set
         for images in ["InD test", "near_set"]:
@@ -199,7 +230,9 @@ def test_report_headline_difference_and_markdown():
     d, r = head["distilled"]["convnet"], head["random"]["convnet"]
     gain = head["distilled_minus_random"]["convnet"]
     assert gain["accuracy"] == pytest.approx(d["accuracy"]["mean"] - r["accuracy"]["mean"], abs=1e-3)
-    assert gain["msp"]["fpr95_in"] == pytest.approx(d["msp"]["fpr95_in"]["mean"] - r["msp"]["fpr95_in"]["mean"], abs=1e-3)
+    assert gain["msp"]["fpr95_in"] == pytest.approx(
+        d["msp"]["fpr95_in"]["mean"] - r["msp"]["fpr95_in"]["mean"], abs=1e-3
+    )
     md = report.markdown(ev, {"near_set": "near", "far_set": "far"}, {"set": "x.pt", "method": "mtt", "num_eval": 1})
     assert "| training set | network | images | epochs | accuracy | ECE | misclassification AUROC |" in md
     assert "| distilled | convnet | 6 | 2 |" in md and "| random | convnet | 6 | 2 |" in md

@@ -21,7 +21,11 @@ def test_builtin_sets_are_seeded_uint8_of_the_ind_shape(name, shape):
 
 def test_builtin_groups():
     assert {n: OOD_SETS.get(n).group for n in OOD_SETS.names()} == {
-        "mnist": "near", "textures": "far", "photos": "far", "gaussian_noise": "far", "uniform_noise": "far",
+        "mnist": "near",
+        "textures": "far",
+        "photos": "far",
+        "gaussian_noise": "far",
+        "uniform_noise": "far",
     }
 
 
@@ -83,7 +87,10 @@ def test_user_npy_is_converted_and_group_overrides_apply(tmp_path):
 
 
 def test_round_trip_and_preview():
-    sets = OODSets({"a": torch.full((3, *SHAPE), 255, dtype=torch.uint8), "b": torch.zeros(0, *SHAPE, dtype=torch.uint8)}, {"a": "far"})
+    sets = OODSets(
+        {"a": torch.full((3, *SHAPE), 255, dtype=torch.uint8), "b": torch.zeros(0, *SHAPE, dtype=torch.uint8)},
+        {"a": "far"},
+    )
     again = OODSets.from_dict(sets.to_dict())
     assert again.groups == {"a": "far"} and torch.equal(again.images["a"], sets.images["a"])
     grid = sets.preview(per_set=4)  # one row for "a" (3 images + 1 black); the empty set has no row

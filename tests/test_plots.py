@@ -64,7 +64,9 @@ def test_chromium_check_sees_drawn_charts_and_loaded_images(tmp_path):
 @needs_chromium
 def test_chromium_check_catches_an_empty_page_a_broken_spec_and_a_missing_image(tmp_path):
     # DVC's default page loads Vega from a CDN: with no network nothing is drawn
-    cdn = PAGE.replace("{bundle}", "").replace("<script></script>", '<script src="https://cdn.jsdelivr.net/npm/vega@5"></script>')
+    cdn = PAGE.replace("{bundle}", "").replace(
+        "<script></script>", '<script src="https://cdn.jsdelivr.net/npm/vega@5"></script>'
+    )
     result = check_page(_page(tmp_path, cdn, [SPEC]))
     assert result.charts_drawn == 0 and not result.ok
     assert "1 chart(s) not drawn: plot0" in result.problems[0]

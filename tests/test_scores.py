@@ -102,7 +102,11 @@ def test_knn_must_be_fitted_and_k_must_fit_the_set():
 @pytest.mark.parametrize(
     "name, options, pattern",
     [
-        ("odin", {"temperture": 5}, r"evaluate.score_options.odin: unknown option\(s\) temperture; valid: temperature, noise"),
+        (
+            "odin",
+            {"temperture": 5},
+            r"evaluate.score_options.odin: unknown option\(s\) temperture; valid: temperature, noise",
+        ),
         ("msp", {"temperature": 5}, r"evaluate.score_options.msp: unknown option\(s\) temperature; valid: none"),
         ("knn", {"k": 2.5}, r"evaluate.score_options.knn.k: 2.5; expected an integer"),
         ("energy", {"temperature": "hot"}, r"evaluate.score_options.energy.temperature: 'hot'; expected a number"),

@@ -80,7 +80,9 @@ def load_distilled(
         x = transform(x)
     if y.is_floating_point():
         if y.ndim != 2:
-            raise DistilledSetError(f"{KEY}: {labels} holds float labels of shape {tuple(y.shape)}; expected N class indices")
+            raise DistilledSetError(
+                f"{KEY}: {labels} holds float labels of shape {tuple(y.shape)}; expected N class indices"
+            )
         y = y.argmax(dim=1)  # soft labels (one row of class scores per image) -> hard labels
     result = TrainingSet("distilled", x.float(), y.long(), torch.empty(0, *shape), None, str(images))
     _check(result, shape, num_classes, images)
@@ -101,7 +103,7 @@ def _pair(path: Path) -> tuple[Path, Path]:
             )
     else:
         images = path
-    labels = images.with_name("labels" + images.name[len("images"):])
+    labels = images.with_name("labels" + images.name[len("images") :])
     if not labels.exists():
         raise DistilledSetError(f"{KEY}: {str(images)!r} has no labels file beside it; expected {str(labels)!r}")
     return images, labels
@@ -124,7 +126,9 @@ def _check(s: TrainingSet, shape: tuple[int, int, int], num_classes: int, path: 
                 "(the dataset's shape: set `dataset` to the one the set was distilled from)"
             )
     if s.y_in.ndim != 1 or s.y_in.shape[0] != s.x_in.shape[0]:
-        raise DistilledSetError(f"{KEY}: {s.x_in.shape[0]} images but labels of shape {tuple(s.y_in.shape)} in {str(path)!r}")
+        raise DistilledSetError(
+            f"{KEY}: {s.x_in.shape[0]} images but labels of shape {tuple(s.y_in.shape)} in {str(path)!r}"
+        )
     if s.y_in.numel() == 0:
         raise DistilledSetError(f"{KEY}: {str(path)!r} holds no images")
     low, high = int(s.y_in.min()), int(s.y_in.max())
@@ -157,7 +161,11 @@ def random_subset(
         raise ValueError(f"random subset: the outlier pool has {pool_x.shape[0]} images; the set has {n_out} outliers")
     out_pick = torch.randperm(pool_x.shape[0], generator=g)[:n_out].sort().values
     return TrainingSet(
-        "random", transform(train_x[pick]), train_y[pick], transform(pool_x[out_pick]), None,
+        "random",
+        transform(train_x[pick]),
+        train_y[pick],
+        transform(pool_x[out_pick]),
+        None,
         f"{len(pick)} random train images, {n_out} random pool outliers",
     )
 
@@ -168,6 +176,10 @@ def full_data(
     """The ceiling: every InD train image, and the whole outlier pool when ``like`` trains with outliers."""
     x_out = pool_x if like.x_out.shape[0] else pool_x[:0]
     return TrainingSet(
-        "full", transform(train_x), train_y, transform(x_out), None,
+        "full",
+        transform(train_x),
+        train_y,
+        transform(x_out),
+        None,
         f"all {train_x.shape[0]} train images, {x_out.shape[0]} pool outliers",
     )

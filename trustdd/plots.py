@@ -113,9 +113,20 @@ def check_page(page: Path, chromium: str = "chromium", budget_ms: int = 20000) -
         probe.write_text(source[:cut] + LOAD_CHECK + source[cut:], encoding="utf-8")
         try:
             proc = subprocess.run(
-                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 f"--user-data-dir={tmp}", f"--virtual-time-budget={budget_ms}", "--dump-dom", probe.as_uri()],
-                capture_output=True, text=True, timeout=180,
+                [
+                    chromium,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    f"--user-data-dir={tmp}",
+                    f"--virtual-time-budget={budget_ms}",
+                    "--dump-dom",
+                    probe.as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=180,
             )
         finally:
             probe.unlink(missing_ok=True)

@@ -58,7 +58,9 @@ def _difference(a: dict, b: dict) -> dict:
 
 def detail(ev: Evaluation, groups: dict[str, str], about: dict) -> dict:
     """Everything: every OOD set and group, every metric, mean and std; the conventions; the set-up."""
-    return rounded({"about": about, "conventions": CONVENTIONS, "groups": groups, "nets": ev.nets, "results": ev.results})
+    return rounded(
+        {"about": about, "conventions": CONVENTIONS, "groups": groups, "nets": ev.nets, "results": ev.results}
+    )
 
 
 def _pm(ms: dict) -> str:
@@ -91,7 +93,9 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
     for set_name, archs in ev.results.items():
         for arch, r in archs.items():
             nets = ev.nets[set_name][arch]
-            rows.append([set_name, arch, str(nets["images"]), str(nets["epochs"])] + [_pm(r[k]) for k in CLASSIFICATION])
+            rows.append(
+                [set_name, arch, str(nets["images"]), str(nets["epochs"])] + [_pm(r[k]) for k in CLASSIFICATION]
+            )
     lines += _table(["training set", "network", "images", "epochs", "accuracy", "ECE", "misclassification AUROC"], rows)
     lines += ["", "## OOD detection, averaged over all OOD sets", ""]
     rows = []
@@ -125,7 +129,11 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
 def curve_rows(ev: Evaluation) -> list[dict]:
     """Training curves for the plots: one series per (training set, network, net)."""
     return [
-        {"series": f"{r['set']} / {r['arch']} / net {r['net']}", "epoch": r["epoch"], "loss": round(r["loss"], 5),
-         "train_acc": round(r["train_acc"], 3)}
+        {
+            "series": f"{r['set']} / {r['arch']} / net {r['net']}",
+            "epoch": r["epoch"],
+            "loss": round(r["loss"], 5),
+            "train_acc": round(r["train_acc"], 3),
+        }
         for r in ev.curves
     ]

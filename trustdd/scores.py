@@ -182,7 +182,9 @@ def make_score(name: str, options: dict | None = None) -> Score:
     valid = [f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)]
     options = {} if options is None else options
     if not isinstance(options, dict):
-        raise ValueError(f"evaluate.score_options.{name}: {options!r}; expected a mapping of {', '.join(valid) or 'no options'}")
+        raise ValueError(
+            f"evaluate.score_options.{name}: {options!r}; expected a mapping of {', '.join(valid) or 'no options'}"
+        )
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(
