@@ -41,19 +41,24 @@ def headline(ev: Evaluation) -> dict:
             row = {k: r[k] for k in CLASSIFICATION}
             row.update({score: groups["all"] for score, groups in r["ood"].items()})
             out[set_name][arch] = row
-    if "distilled" in out and "random" in out:
-        out["distilled_minus_random"] = {
-            arch: _difference(out["distilled"][arch], out["random"][arch]) for arch in out["distilled"]
-        }
+    if gain := gains(ev):
+        out["distilled_minus_random"] = gain
     return rounded(out)
 
 
-def _difference(a: dict, b: dict) -> dict:
-    diff = {"accuracy": a["accuracy"]["mean"] - b["accuracy"]["mean"]}
-    for score, metrics in a.items():
-        if score not in CLASSIFICATION:
-            diff[score] = {m: metrics[m]["mean"] - b[score][m]["mean"] for m in GAIN_METRICS}
-    return diff
+def gains(ev: Evaluation) -> dict:
+    """Distilled minus random, per architecture: accuracy and, per score, the all-sets means of
+    ``GAIN_METRICS``. Empty when the run has no random baseline."""
+    if "distilled" not in ev.results or "random" not in ev.results:
+        return {}
+    out = {}
+    for arch, r in ev.results["distilled"].items():
+        base = ev.results["random"][arch]
+        diff = {"accuracy": r["accuracy"]["mean"] - base["accuracy"]["mean"]}
+        for score, g in r["ood"].items():
+            diff[score] = {m: g["all"][m]["mean"] - base["ood"][score]["all"][m]["mean"] for m in GAIN_METRICS}
+        out[arch] = diff
+    return out
 
 
 def detail(ev: Evaluation, groups: dict[str, str], about: dict) -> dict:
@@ -104,15 +109,15 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
             for score, g in r["ood"].items():
                 rows.append([set_name, arch, score] + [_pm(g["all"][m]) for m in METRIC_NAMES])
     lines += _table(["training set", "network", "score"] + [LABELS[m] for m in METRIC_NAMES], rows)
-    if "distilled" in ev.results and "random" in ev.results:
+    gain = gains(ev)
+    if gain:
         lines += ["", "## Distilled minus random subset of the same size (paired by net seed)", ""]
-        rows = []
-        for arch, r in ev.results["distilled"].items():
-            base = ev.results["random"][arch]
-            acc = r["accuracy"]["mean"] - base["accuracy"]["mean"]
-            for score, g in r["ood"].items():
-                deltas = [g["all"][m]["mean"] - base["ood"][score]["all"][m]["mean"] for m in GAIN_METRICS]
-                rows.append([arch, score, f"{acc:+.2f}"] + [f"{d:+.2f}" for d in deltas])
+        rows = [
+            [arch, score, f"{d['accuracy']:+.2f}"] + [f"{d[score][m]:+.2f}" for m in GAIN_METRICS]
+            for arch, d in gain.items()
+            for score in d
+            if score != "accuracy"
+        ]
         lines += _table(["network", "score", "accuracy"] + [LABELS[m] for m in GAIN_METRICS], rows)
     first = next(iter(ev.results))
     for arch, r in ev.results[first].items():
