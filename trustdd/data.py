@@ -148,14 +148,18 @@ DATASETS.register("fashion_mnist")(
 )
 
 
-def stratified_subset(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of ``per_class`` random items of every class, sorted by class then draw order."""
+def stratified_subset(
+    labels: torch.Tensor, per_class: int | list[int], generator: torch.Generator
+) -> torch.Tensor:
+    """Indices of ``per_class`` random items of every class, sorted by class then draw order. A list gives
+    the count for each class index (classes past its end get none)."""
     picks = []
     for c in torch.unique(labels).tolist():
+        n = per_class if isinstance(per_class, int) else (per_class[c] if c < len(per_class) else 0)
         members = torch.nonzero(labels == c).flatten()
-        if members.numel() < per_class:
-            raise ValueError(f"class {c} has {members.numel()} images, fewer than the {per_class} asked for")
-        picks.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
+        if members.numel() < n:
+            raise ValueError(f"class {c} has {members.numel()} images, fewer than the {n} asked for")
+        picks.append(members[torch.randperm(members.numel(), generator=generator)[:n]])
     return torch.cat(picks)
 
 

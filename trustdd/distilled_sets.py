@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from trustdd import artifacts
-from trustdd.data import InputTransform
+from trustdd.data import InputTransform, stratified_subset
 from trustdd.runtime import generator
 
 
@@ -117,10 +117,9 @@ def _tensor(path: Path, what: str) -> torch.Tensor:
 
 
 def _check(s: TrainingSet, shape: tuple[int, int, int], num_classes: int, path: Path) -> None:
-    for name, x in (("images", s.x_in), ("outliers", s.x_out)):
+    named = [("images", s.x_in)] + ([("outliers", s.x_out)] if s.x_out.numel() else [])
+    for name, x in named:
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
-            if name == "outliers" and x.numel() == 0:
-                continue
             raise DistilledSetError(
                 f"{KEY}: {name} in {str(path)!r} have shape {tuple(x.shape)}; expected N x {' x '.join(map(str, shape))} "
                 "(the dataset's shape: set `dataset` to the one the set was distilled from)"
@@ -149,13 +148,7 @@ def random_subset(
     """The honest yardstick: as many random real train images per class as ``like`` has, and as many random
     pool outliers as it has outliers (uint8 in, network inputs out). Seeded by ``seed`` alone."""
     g = generator(seed, "random_subset")
-    picks = []
-    for c, n in enumerate(like.per_class.tolist()):
-        members = torch.nonzero(train_y == c).flatten()
-        if members.numel() < n:
-            raise ValueError(f"random subset: class {c} has {members.numel()} train images; the set has {n}")
-        picks.append(members[torch.randperm(members.numel(), generator=g)[:n]])
-    pick = torch.cat(picks)
+    pick = stratified_subset(train_y, like.per_class.tolist(), g)
     n_out = like.x_out.shape[0]
     if pool_x.shape[0] < n_out:
         raise ValueError(f"random subset: the outlier pool has {pool_x.shape[0]} images; the set has {n_out} outliers")
