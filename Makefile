@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 FMNIST_LOCAL := data/raw/FashionMNIST/raw/train-images-idx3-ubyte
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# torch and torchvision are pinned as a pair (torchvision pins its torch). On the CPU machines this project is
+# tested on, pip takes torch 2.13.0 from the CPU wheel in /opt/wheels (about 200 MB) rather than PyPI's CUDA build
+# (several GB, which once filled CI's disk). Elsewhere the same pin gets PyPI's build; `make setup TORCH=` lets
+# pip choose any torch that pyproject.toml admits.
+TORCH ?= torch==2.13.0 torchvision==0.28.0
 
 .PHONY: repro test setup data-sources plots check-plots benchmark clean
 
@@ -19,6 +24,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(strip $(TORCH)),$(BIN)/python -m pip install -q $(TORCH))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
