@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 FMNIST_LOCAL := data/raw/FashionMNIST/raw/train-images-idx3-ubyte
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# torch and torchvision are pinned as a pair (torchvision pins its torch). On the CPU machines this project is
-# tested on, pip takes torch 2.13.0 from the CPU wheel in /opt/wheels (about 200 MB) rather than PyPI's CUDA build
-# (several GB, which once filled CI's disk). Elsewhere the same pin gets PyPI's build; `make setup TORCH=` lets
-# pip choose any torch that pyproject.toml admits.
-TORCH ?= torch==2.13.0 torchvision==0.28.0
+# torch and torchvision are pinned as a pair that these machines keep as local wheels (/opt/pypi-more), so the
+# several GB of CUDA packages are not downloaded (and cached) again: a download of the newest build once filled
+# CI's disk. The CUDA build is the one that works: PyPI's torchvision needs it, even to run on a CPU.
+# Elsewhere the same pin comes from PyPI; `make setup TORCH=` lets pip choose any torch pyproject.toml admits.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: repro test setup data-sources plots check-plots benchmark clean
 
@@ -24,8 +24,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(if $(strip $(TORCH)),$(BIN)/python -m pip install -q $(TORCH))
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(if $(strip $(TORCH)),$(BIN)/python -m pip install -q --no-cache-dir $(TORCH))
+	$(BIN)/python -m pip install -q --no-cache-dir -e '.[dev]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when it is missing and we may install it (root); otherwise the
