@@ -1,11 +1,11 @@
 """Stage 1: the InD train/test split, as uint8 tensors (and the input transform) in data/prepared/."""
 
-import os
 from pathlib import Path
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import DATASETS, prepare
+from trustdd.data import prepare
+from trustdd.datasets import DATASETS
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 
@@ -16,8 +16,8 @@ def main() -> None:
     p = load_params()
     configure_determinism(p.seed)
     info = DATASETS.get(p.dataset)
-    root = Path(os.environ.get("TRUSTDD_DATA_ROOT", p.data.root))
-    split = info.load(root, p.data.download)
+    files = p.data_files()
+    split = info.load(files.root, files.download, p.data.image_size)
     zca_reg = p.data.zca_reg if p.data.zca else None
     prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"), zca_reg)
     with atomic_dir(OUT) as out:

@@ -6,7 +6,6 @@ from torchvision.utils import save_image
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import DATASETS
 from trustdd.ood_sets import build_ood_sets
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, write_json
@@ -18,8 +17,8 @@ PREVIEW = 8  # images per set in preview.png
 def main() -> None:
     p = load_params()
     configure_determinism(p.seed)
-    info = DATASETS.get(p.dataset)
-    sets = build_ood_sets(p.ood.sets, p.ood.user, p.ood.groups, p.ood.size, info.shape, p.seed)
+    o = p.ood
+    sets = build_ood_sets(o.sets, o.user, o.groups, o.size, p.ind_shape(), p.seed, p.dataset, p.data_files(), o.optional)
     with atomic_dir(OUT) as out:
         artifacts.save(sets.to_dict(), out / "ood.pt")
         write_json(out / "sets.json", sets.report)

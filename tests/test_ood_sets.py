@@ -3,30 +3,86 @@ import pytest
 import torch
 from PIL import Image
 
+from trustdd.datasets import DataNotFoundError
 from trustdd.image_sources import ImageSourceError
-from trustdd.ood_sets import OOD_SETS, OODSets, UserOODSet, build_ood_sets
+from trustdd.ood_sets import OOD_SETS, DataFiles, OODSets, UserOODSet, build_ood_sets
 
 SHAPE = (1, 28, 28)
+OFFLINE = [n for n in OOD_SETS.names() if OOD_SETS.get(n).problems is None]
+CIFAR_PROTOCOL = ("cifar100", "tin", "mnist", "svhn", "dtd", "places365")
 
 
-@pytest.mark.parametrize("name", OOD_SETS.names())
+@pytest.mark.parametrize("name", OFFLINE)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_builtin_sets_are_seeded_uint8_of_the_ind_shape(name, shape):
-    a = OOD_SETS.get(name).make(12, shape, torch.Generator().manual_seed(0))
-    b = OOD_SETS.get(name).make(12, shape, torch.Generator().manual_seed(0))
+    a = OOD_SETS.get(name).make(12, shape, torch.Generator().manual_seed(0), DataFiles())
+    b = OOD_SETS.get(name).make(12, shape, torch.Generator().manual_seed(0), DataFiles())
     assert a.shape == (12, *shape) and a.dtype == torch.uint8
     assert torch.equal(a, b)
     assert a.float().std() > 5  # real content, not a constant image
 
 
-def test_builtin_groups():
-    assert {n: OOD_SETS.get(n).group for n in OOD_SETS.names()} == {
+def test_builtin_groups_depend_on_the_ind_dataset():
+    assert OFFLINE == ["mnist", "textures", "photos", "gaussian_noise", "uniform_noise"]
+    assert {n: OOD_SETS.get(n).group_for("fashion_mnist") for n in OFFLINE} == {
         "mnist": "near",
         "textures": "far",
         "photos": "far",
         "gaussian_noise": "far",
         "uniform_noise": "far",
     }
+    # OpenOOD v1.5's CIFAR-10 protocol: near = CIFAR-100, TinyImageNet; far = MNIST, SVHN, Textures, Places365
+    assert {n: OOD_SETS.get(n).group_for("cifar10") for n in CIFAR_PROTOCOL} == {
+        "cifar100": "near", "tin": "near", "mnist": "far", "svhn": "far", "dtd": "far", "places365": "far"
+    }
+    assert OOD_SETS.get("cifar10").group_for("cifar100") == "near"
+    assert OOD_SETS.get("cifar100").same_as == ("cifar100",) and "tiny_imagenet" in OOD_SETS.get("tin").same_as
+
+
+def _dtd(root, n_per_class=3):
+    """DTD's layout: dtd/images/<category>/<category>_<id>.jpg, colour photos of varying size."""
+    for k, category in enumerate(["banded", "dotted"]):
+        for i in range(n_per_class):
+            rgb = np.random.default_rng(10 * k + i).integers(0, 256, (50 + i, 60, 3), dtype=np.uint8)
+            (root / "dtd" / "images" / category).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(root / "dtd" / "images" / category / f"{category}_{i:04d}.jpg")
+    return root
+
+
+def test_protocol_sets_read_from_data_root_in_the_ind_shape_and_groups(tmp_path, cifar100_root):
+    root, _, test_x = cifar100_root
+    _dtd(root)
+    files = DataFiles(root, False)
+    sets = build_ood_sets(("cifar100", "dtd"), (), {}, 4, (3, 32, 32), seed=0, dataset="cifar10", files=files)
+    assert sets.images["dtd"].shape == (4, 3, 32, 32)  # capped: 4 of the 6 files, a seeded subset
+    assert torch.equal(sets.images["cifar100"], torch.from_numpy(test_x))  # all 4 test images, in order
+    assert sets.groups == {"cifar100": "near", "dtd": "far"}
+    assert sets.report["dtd"]["source"] == f"files under {root}" and sets.report["dtd"]["images"] == 4
+    again = build_ood_sets(("dtd",), (), {}, 4, (3, 32, 32), seed=0, dataset="cifar10", files=files)
+    assert torch.equal(again.images["dtd"], sets.images["dtd"])
+    gray = build_ood_sets(("cifar100", "dtd"), (), {}, 3, (1, 28, 28), seed=0, dataset="fashion_mnist", files=files)
+    assert gray.images["cifar100"].shape == (3, 1, 28, 28) and gray.groups == {"cifar100": "far", "dtd": "far"}
+
+
+def test_a_missing_protocol_set_is_named_before_anything_is_read(tmp_path, capsys):
+    _dtd(tmp_path)
+    files = DataFiles(tmp_path, False)
+    with pytest.raises(DataNotFoundError) as err:
+        build_ood_sets(("dtd", "places365", "svhn"), (), {}, 4, (3, 32, 32), 0, "cifar10", files)
+    msg = str(err.value)
+    assert "2 OOD set(s) not found" in msg and "places365:" in msg and "svhn:" in msg and "dtd:" not in msg
+    assert str(tmp_path / "places365" / "val_256") in msg and str(tmp_path / "test_32x32.mat") in msg
+    assert "ood.optional" in msg
+    sets = build_ood_sets(("dtd", "places365", "svhn"), (), {}, 4, (3, 32, 32), 0, "cifar10", files,
+                          optional=("places365", "svhn"))
+    assert list(sets.images) == ["dtd"]
+    assert sets.report["places365"]["images"] == 0 and "missing" in sets.report["places365"]["skipped_set"]
+    assert "optional set 'svhn' skipped" in capsys.readouterr().out
+
+
+def test_a_set_drawn_from_the_ind_dataset_is_refused():
+    with pytest.raises(DataNotFoundError, match="'cifar10' is drawn from the InD dataset 'cifar10'"):
+        build_ood_sets(("cifar10",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles())
 
 
 def _folder(root, n_good=5, broken=()):

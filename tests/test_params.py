@@ -25,12 +25,16 @@ def test_project_params_are_valid():
 @pytest.mark.parametrize(
     "override, pattern",
     [
-        ({"dataset": "cifar9"}, r"dataset: unknown value 'cifar9'; valid choices: fashion_mnist"),
+        ({"dataset": "cifar9"}, r"dataset: unknown value 'cifar9'; valid choices: mnist, fashion_mnist, svhn, cifar10"),
         ({"method": "kip"}, r"method: unknown value 'kip'; valid choices: dsa, mtt"),
         ({"outliers__source": "web"}, r"outliers.source: unknown value 'web'; valid choices: none, poe, oe"),
         ({"outliers__corruptions": ["invert", "rgb_ghost"]}, r"'rgb_ghost' needs RGB images, but dataset 'fashion_mnist' has 1"),
         ({"outliers__corruptions": ["jigsaw", "fog"]}, r"outliers.corruptions: unknown value 'fog'"),
-        ({"ood__sets": ["svhn"]}, r"ood.sets: unknown value 'svhn'; valid choices: mnist"),
+        ({"ood__sets": ["lsun"]}, r"ood.sets: unknown value 'lsun'; valid choices: mnist, textures, .*lsun_crop"),
+        ({"ood__optional": ["dtd"]}, r"ood.optional: invalid value 'dtd'; expected one of the sets in ood.sets"),
+        ({"dataset": "cifar10", "ood__sets": ["cifar10", "dtd"]}, r"ood.sets: invalid value 'cifar10'; expected sets other than 'cifar10', which is drawn from the InD dataset"),
+        ({"data__image_size": -1}, r"data.image_size: invalid value -1; expected a value >= 0"),
+        ({"network__depth": 6}, r"network.depth: 6 pools a 28px image to nothing.*dataset 'fashion_mnist' at 28px"),
         ({"ood__sets": [], "ood__user": []}, r"ood.sets: invalid value \[\]; expected at least one OOD set"),
         ({"ood__user": [{"path": "x"}]}, r"ood.user\[0\].name: invalid value ''; expected a non-empty name"),
         ({"ood__user": [{"name": "near", "path": "x"}]}, r"ood.user\[0\].name: invalid value 'near'; expected a name other than all, near, far"),
@@ -124,4 +128,28 @@ def test_bad_oe_settings(tmp_path, oe, pattern):
     params["outliers"]["oe"].update(oe)
     f.write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=pattern):
+        load_params(f)
+
+
+def test_image_size_and_data_root_env(tmp_path, monkeypatch):
+    p = load_params(write(tmp_path, dataset="imagenette", data__image_size=64, network__depth=4,
+                          outliers__corruptions=["jigsaw"], ood__sets=["textures"]))
+    assert p.ind_shape() == (3, 64, 64) and p.net_spec().image_size == 64
+    assert load_params(write(tmp_path, dataset="tiny_imagenet", ood__sets=["dtd"])).ind_shape() == (3, 64, 64)
+    monkeypatch.delenv("TRUSTDD_DATA_ROOT", raising=False)
+    assert p.data_files().root == Path("data/raw") and p.data_files().download is False
+    monkeypatch.setenv("TRUSTDD_DATA_ROOT", str(tmp_path / "elsewhere"))
+    assert p.data_files().root == tmp_path / "elsewhere"
+
+
+def test_a_yaml12_exponent_float_as_dvc_writes_it_is_a_number(tmp_path):
+    f = write(tmp_path)
+    f.write_text(f.read_text() + "\n")
+    raw = yaml.safe_load(f.read_text())
+    raw["distill"]["mtt"]["lr_lr"] = "1e-07"  # what PyYAML makes of DVC's `lr_lr: 1e-07`
+    f.write_text(yaml.safe_dump(raw))
+    assert load_params(f).method_config().lr_lr == 1e-07
+    raw["distill"]["mtt"]["lr_lr"] = "fast"
+    f.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="distill.mtt.lr_lr: invalid value 'fast'; expected a number"):
         load_params(f)

@@ -12,13 +12,13 @@ import pytest
 import yaml
 from helpers import apply_overrides
 
-from trustdd import data
+from trustdd import datasets
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not data.DEBIAN_FASHION_MNIST.exists() and not (PROJECT / "data/raw/FashionMNIST/raw").exists(),
+        not datasets.DEBIAN_FASHION_MNIST.exists() and not (PROJECT / "data/raw/FashionMNIST/raw").exists(),
         reason="Fashion-MNIST is not installed (make test installs it)",
     ),
 ]

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from trustdd.data import DATASETS, InputTransform, Prepared, Split, prepare
+from trustdd.data import InputTransform, Prepared, prepare
+from trustdd.datasets import DATASETS, Split
 from trustdd.whitening import ZCA
 
 

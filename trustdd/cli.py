@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from trustdd.data import DataNotFoundError
+from trustdd.datasets import DataNotFoundError
+from trustdd.image_sources import ImageSourceError
 from trustdd.params import ParamsError
 
-USER_ERRORS = (ParamsError, DataNotFoundError, NotImplementedError, FileNotFoundError)
+USER_ERRORS = (ParamsError, DataNotFoundError, ImageSourceError, NotImplementedError, FileNotFoundError)
 
 
 def run_stage(main: Callable[[], None]) -> None:

