@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Elsewhere the same pin comes from PyPI; `make setup TORCH=` lets pip choose any torch pyproject.toml admits.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: repro test setup data-sources plots check-plots benchmark clean
+.PHONY: repro test setup data-sources plots check-plots benchmark preset clean
 
 repro: setup data-sources
 	$(BIN)/dvc repro
@@ -49,6 +49,10 @@ check-plots: plots
 
 benchmark: setup data-sources
 	$(BIN)/python benchmarks/repro_time.py
+
+# A paper-scale preset as a named DVC experiment, e.g. `make preset P=cifar10-ipc10` (list: presets/).
+preset: setup
+	$(BIN)/python -m trustdd.presets run $(P)
 
 clean:
 	rm -rf $(VENV) data dvc_plots
