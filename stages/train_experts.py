@@ -9,7 +9,7 @@ from pathlib import Path
 from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
-from trustdd.experts import train_experts, write_not_needed
+from trustdd.experts import human_bytes, train_experts, write_not_needed
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, resolve_device
 
@@ -42,6 +42,8 @@ def main() -> None:
         )
     accs = ", ".join(f"{r['test_acc']:.2f}" for r in meta["experts"])
     print(f"experts: {meta['num_experts']} x {meta['epochs']} epochs on {device}; final test accuracy {accs}")
+    print(f"expert buffer: {human_bytes(meta['bytes_on_disk'])} on disk in {OUT}/ ({meta['num_params']:,} parameters x "
+          f"{meta['epochs'] + 1} snapshots x {meta['num_experts']} experts, float32, one file per expert)")
 
 
 if __name__ == "__main__":

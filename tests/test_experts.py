@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import torch
 
@@ -59,3 +60,17 @@ def test_buffer_loads_lazily_and_evicts(tmp_path):
     for i in range(3):
         buf.trajectory(i)
     assert sorted(buf._cache) == [1, 2]
+
+
+def test_buffer_size_is_reported_and_trajectories_are_memory_mapped(tmp_path):
+    x, y, _ = _data()
+    meta = train_experts(tmp_path, SPEC, x, y, None, x, y, ExpertConfig(2, 2, batch_size=16), 0.5, 0, torch.device("cpu"))
+    files = [expert_path(tmp_path, i) for i in range(2)]
+    assert meta["bytes_on_disk"] == sum(f.stat().st_size for f in files)
+    assert meta["bytes_on_disk"] >= 2 * 3 * meta["num_params"] * 4  # 2 experts x 3 snapshots x float32
+    traj = ExpertBuffer(tmp_path).trajectory(1)
+    assert torch.equal(traj, torch.load(files[1], weights_only=True)["trajectory"])
+    # memory-mapped, not read: the file is mapped into this process while the buffer holds it
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(files[1]) in maps.read_text() and str(files[0]) not in maps.read_text()

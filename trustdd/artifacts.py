@@ -9,8 +9,9 @@ leaves a half-written file.
 - ``prepared/ood.pt``: ``{set name: uint8 N x C x H x W}``.
 - ``outliers/pool.pt``: ``x`` uint8, ``kind`` int64, ``kinds`` (names), ``source``.
 - ``experts/expert_XXX.pt``: ``trajectory`` float32 (epochs + 1) x P, the flat parameter vector of
-  the network after 0, 1, ..., E epochs (order: ``net.parameters()``); ``experts/meta.json`` holds
-  the network spec, parameter names and shapes and each expert's training record.
+  the network after 0, 1, ..., E epochs (order: ``net.parameters()``), one file (shard) per expert,
+  memory-mapped when read; ``experts/meta.json`` holds the network spec, parameter names and shapes,
+  each expert's training record and the buffer's size on disk.
 - ``distilled/distilled.pt``: ``x_in`` float32 (K*ipc) x C x H x W and ``x_out`` (K*ipc or 0 images)
   in the networks' normalised input space, ``y_in`` int64, ``lr`` (learned student lr), ``method``,
   ``dataset``, ``mean``, ``std``.
@@ -33,8 +34,10 @@ def save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str | Path) -> Any:
+def load(path: str | Path, mmap: bool = False) -> Any:
+    """``mmap=True`` maps the tensors' storage from the file instead of reading it: only the parts that
+    are indexed are read from disk (e.g. two epochs of an expert trajectory)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (`dvc repro`)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

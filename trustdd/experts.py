@@ -85,6 +85,7 @@ def train_experts(
         "num_params": int(sum(p.numel() for p in net.parameters())),
         "param_shapes": {name: list(p.shape) for name, p in net.named_parameters()},
         "uses_outliers": pool_x is not None,
+        "bytes_on_disk": sum(expert_path(folder, i).stat().st_size for i in range(cfg.num_experts)),
         "experts": records,
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -99,10 +100,19 @@ def write_not_needed(folder: Path, method: str) -> dict:
     return meta
 
 
-class ExpertBuffer:
-    """Lazy access to expert trajectories on disk, keeping the ``cache`` most recent ones in memory."""
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
 
-    def __init__(self, folder: Path, cache: int = 8) -> None:
+
+class ExpertBuffer:
+    """Lazy access to expert trajectories on disk: each expert's file is memory-mapped when first used, so
+    only the epochs that are indexed (a start and a target per iteration) are read from disk, and the
+    buffer may be far larger than RAM. The ``cache`` most recently used mappings stay open."""
+
+    def __init__(self, folder: Path, cache: int = 32) -> None:
         self.folder = Path(folder)
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
@@ -120,5 +130,5 @@ class ExpertBuffer:
         if index not in self._cache:
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[index] = artifacts.load(expert_path(self.folder, index))["trajectory"]
+            self._cache[index] = artifacts.load(expert_path(self.folder, index), mmap=True)["trajectory"]
         return self._cache[index]
