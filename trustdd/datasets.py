@@ -89,13 +89,15 @@ class DatasetInfo:
             self.source.fetch(root)
             problems = self.source.problems(root)
         if problems:
-            expected = "\n".join(f"  {p}" for p in self.source.expected(root))
-            shown = "\n".join(f"  {p}" for p in problems[:12])
-            more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
+            expected = self.source.expected(root)
+            listed = "\n".join(f"  {p}" for p in expected)
+            if problems != [f"missing: {p}" for p in expected]:  # not simply all missing: say what is wrong
+                more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
+                listed += "\nProblems:\n" + "\n".join(f"  {p}" for p in problems[:12]) + more
             offline = "data.download is false" if not download else "the download did not provide them"
             raise DataNotFoundError(
                 f"dataset {self.name!r}: files not found under data.root {str(root)!r} and {offline}.\n"
-                f"Expected:\n{expected}\nProblems:\n{shown}{more}\n"
+                f"Expected:\n{listed}\n"
                 f"To get them: {self.source.hint}. Set data.root (or the environment variable TRUSTDD_DATA_ROOT) "
                 f"to the folder that holds them, or set data.download: true on a machine with network."
             )
