@@ -131,6 +131,15 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size and x.shape[-2] == size else fit_images(x, (x.shape[1], size, size))
 
 
+def _md5_problems(files: list[tuple[Path, str]]) -> list[str]:
+    """The files (of ``(path, md5)``) that exist but fail torchvision's md5; missing ones are reported apart."""
+    return [
+        f"{path}: md5 differs from torchvision's {md5}"
+        for path, md5 in files
+        if path.exists() and not check_integrity(str(path), md5)
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------
 # MNIST and Fashion-MNIST: IDX files in ROOT/<Class>/raw/ (Fashion-MNIST also from Debian's package)
 # ---------------------------------------------------------------------------------------------------
@@ -236,12 +245,8 @@ class CifarSource(Source):
 
     def problems(self, root: Path) -> list[str]:
         c = self.tv_class
-        problems = super().problems(root)
-        for name, md5 in c.train_list + c.test_list + [[c.meta["filename"], c.meta["md5"]]]:
-            path = root / c.base_folder / name
-            if path.exists() and not check_integrity(str(path), md5):
-                problems.append(f"{path}: md5 differs from torchvision's {md5}")
-        return problems
+        files = c.train_list + c.test_list + [[c.meta["filename"], c.meta["md5"]]]
+        return super().problems(root) + _md5_problems([(root / c.base_folder / name, md5) for name, md5 in files])
 
     def fetch(self, root: Path) -> None:
         self.tv_class(str(root), train=True, download=True)
@@ -268,12 +273,8 @@ class SvhnSource(Source):
         return [root / SVHN.split_list[s][1] for s in ("train", "test")]
 
     def problems(self, root: Path) -> list[str]:
-        problems = super().problems(root)
-        for s in ("train", "test"):
-            _, filename, md5 = SVHN.split_list[s]
-            if (root / filename).exists() and not check_integrity(str(root / filename), md5):
-                problems.append(f"{root / filename}: md5 differs from torchvision's {md5}")
-        return problems
+        files = [(root / SVHN.split_list[s][1], SVHN.split_list[s][2]) for s in ("train", "test")]
+        return super().problems(root) + _md5_problems(files)
 
     def fetch(self, root: Path) -> None:
         for s in ("train", "test"):
@@ -323,14 +324,13 @@ class TinyImageNetSource(Source):
     def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         base = root / self.folder
         index = {w: i for i, w in enumerate(self.wnids(root))}
+        files, labels = [], []
         if train:
-            files, labels = [], []
             for w, i in index.items():
                 found = sorted(f for f in (base / "train" / w / "images").iterdir() if f.is_file())
                 files += found
                 labels += [i] * len(found)
         else:
-            files, labels = [], []
             for n, line in enumerate((base / "val" / "val_annotations.txt").read_text().splitlines(), 1):
                 if not line.strip():
                     continue

@@ -69,10 +69,9 @@ def overrides(preset: dict, params: dict) -> list[str]:
     """``key=value`` for every key of the preset; each key must already be in params.yaml (``-S`` can only
     change existing keys, and a misspelt key would otherwise be silently added)."""
     known = flatten(params)
-    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(k.count(".") + 1)}
     result = []
     for key, value in flatten(preset).items():
-        if key not in known and key not in prefixes:
+        if key not in known:
             raise PresetError(
                 f"preset key {key!r} is not in params.yaml; valid keys include: {', '.join(sorted(known)[:12])} ..."
             )
