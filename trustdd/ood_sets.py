@@ -113,6 +113,16 @@ def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generat
     return to_uint8(torch.rand(n, *shape, generator=generator))
 
 
+def _read_folder(path, shape: tuple[int, int, int], size: int, g: torch.Generator, key: str):
+    """``image_sources.read_folder``, with its warning about undecodable files printed to the stage log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", image_sources.SkippedImagesWarning)
+        read = image_sources.read_folder(path, shape, size, g, key)
+    for w in caught:
+        print(f"warning: {w.message}")
+    return read
+
+
 # ---------------------------------------------------------------------------------------------------
 # The CIFAR protocol's sets, from files under data.root
 # ---------------------------------------------------------------------------------------------------
@@ -129,22 +139,18 @@ def _folder_set(name: str, folders: tuple[str, ...], group: str, hint: str, **op
         return [] if found(files) else [f"missing: one of {', '.join(str(files.root / f) for f in folders)}"]
 
     def make(n: int, shape: tuple[int, int, int], g: torch.Generator, files: DataFiles) -> torch.Tensor:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", image_sources.SkippedImagesWarning)
-            images = image_sources.read_folder(found(files), shape, n, g, f"ood.sets: {name}").images
-        for w in caught:
-            print(f"warning: {w.message}")
-        return images
+        return _read_folder(found(files), shape, n, g, f"ood.sets: {name}").images
 
     OOD_SETS.register(name)(BuiltinOODSet(make, group, problems=problems, hint=hint, **options))
 
 
 def _dataset_set(name: str, dataset: str, group: str, **options) -> None:
     """The test split of a registered dataset (read as that dataset reads it), fitted to the InD shape."""
-    source = DATASETS.get(dataset).source
+    info = DATASETS.get(dataset)
+    source = info.source
 
     def make(n: int, shape: tuple[int, int, int], g: torch.Generator, files: DataFiles) -> torch.Tensor:
-        x = DATASETS.get(dataset).load_test(files.root, files.download, shape)
+        x = info.load_test(files.root, files.download, shape)
         return x[image_sources.subsample(x.shape[0], n, g, f"ood.sets: {name}")]
 
     def problems(files: DataFiles) -> list[str]:  # with download on, load_test fetches what is missing
@@ -223,11 +229,7 @@ def read_user_set(u: UserOODSet, key: str, shape: tuple[int, int, int], size: in
     if u.format == "npy":
         x = image_sources.read_npy(u.path, shape, size, g, f"{key}.path")
         return x, {"source": f"npy {u.path}", "images": int(x.shape[0])}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", image_sources.SkippedImagesWarning)
-        read = image_sources.read_folder(u.path, shape, size, g, f"{key}.path")
-    for w in caught:
-        print(f"warning: {w.message}")
+    read = _read_folder(u.path, shape, size, g, f"{key}.path")
     report = {"source": f"folder {u.path}", "images": int(read.images.shape[0])}
     if read.skipped:
         report["skipped"] = [{"file": str(f), "error": err} for f, err in read.skipped]
