@@ -14,6 +14,7 @@ from trustdd.runtime import atomic_dir, configure_determinism, resolve_device, w
 
 OUT = Path("data/distilled")
 CURVE = Path("metrics/distill_curve.json")
+TIMES = Path("metrics/timing/distill.json")
 
 
 def main() -> None:
@@ -47,6 +48,8 @@ def main() -> None:
                 "x_out": result.x_out,
                 "lr": result.lr,
                 "method": result.method,
+                # what the method started from, trained by evaluation as the `init` set
+                "init": {"x_in": result.start.x_in, "y_in": result.start.y_in, "x_out": result.start.x_out, "lr": result.start.lr},
                 "dataset": prepared.dataset,
                 **prepared.transform.to_dict(),  # mean, std, zca: how images map to network inputs
             },
@@ -56,7 +59,9 @@ def main() -> None:
         save_image(to_pixels(result.x_in), out / "images_in.png", nrow=p.ipc, padding=1)
         if result.x_out.shape[0]:
             save_image(to_pixels(result.x_out), out / "images_out.png", nrow=p.ipc, padding=1)
-    write_json(CURVE, {"distill": [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]})
+    write_json(CURVE, {"distill": result.history})
+    # wall time differs run to run, so it stays out of the DVC-tracked curve (and out of dvc.lock)
+    write_json(TIMES, {"distill": [{"iteration": r["iteration"], "seconds": s} for r, s in zip(result.history, result.seconds)]})
     print(f"distilled with {result.method}: S_in {tuple(result.x_in.shape)}, S_out {tuple(result.x_out.shape)}, lr {result.lr:.5f}")
 
 

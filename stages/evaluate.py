@@ -31,6 +31,8 @@ def main() -> None:
     )
     to_inputs = loaded.transform  # test, OOD and baseline images go through the set's own transform
     sets = [loaded.set]
+    if p.evaluate.init_baseline and loaded.init is not None:
+        sets.append(loaded.init)
     if p.evaluate.random_baseline or p.evaluate.full_data_epochs:
         pool = artifacts.load("data/outliers/pool.pt")["x"]
         if p.evaluate.random_baseline:

@@ -42,6 +42,24 @@ def test_loads_the_projects_own_format_with_its_transform(tmp_path):
     assert loaded.transform.mean == (0.1,) and loaded.transform.std == (0.2,)
 
 
+def test_loads_the_starting_sets_saved_with_a_distilled_set(tmp_path):
+    s, start = _set(outliers=6), _set(outliers=6, seed=3)
+    torch.save(
+        {
+            "x_in": s.x_in, "y_in": s.y_in, "x_out": s.x_out, "lr": 0.03, "method": "mtt",
+            "init": {"x_in": start.x_in, "y_in": start.y_in, "x_out": start.x_out, "lr": 0.01},
+        },
+        tmp_path / "d.pt",
+    )
+    loaded = load_distilled(tmp_path / "d.pt", PLAIN, SHAPE, 3)
+    assert loaded.init is not None and loaded.init.name == "init" and loaded.init.lr == 0.01
+    assert torch.equal(loaded.init.x_in, start.x_in) and torch.equal(loaded.init.x_out, start.x_out)
+    assert loaded.set.lr == 0.03
+    # a set made elsewhere has no starting point: no init baseline
+    torch.save({"x_in": s.x_in, "y_in": s.y_in}, tmp_path / "e.pt")
+    assert load_distilled(tmp_path / "e.pt", PLAIN, SHAPE, 3).init is None
+
+
 @pytest.mark.parametrize("layout", ["folder_best", "folder_plain", "file_iteration"])
 def test_loads_mtt_style_image_label_pairs(tmp_path, layout):
     s = _set()
@@ -221,22 +239,30 @@ def test_full_data_trains_for_its_own_epochs():
     assert sum(1 for c in ev.curves if c["set"] == "full") == 3
 
 
-def test_report_headline_difference_and_markdown():
+def test_report_headline_paired_gains_over_init_and_random_and_markdown():
     distilled = _set(outliers=6)
+    init = dataclasses.replace(_set(outliers=6, seed=5), name="init")
     rand = dataclasses.replace(_set(outliers=6, seed=9), name="random", lr=None)
-    ev = _run([distilled, rand], cfg=dataclasses.replace(CFG, num_eval=1, scores=("msp", "energy")))
+    ev = _run([distilled, init, rand], cfg=dataclasses.replace(CFG, num_eval=2, scores=("msp", "energy")))
     head = report.headline(ev)
     json.dumps(head, allow_nan=False)  # valid JSON: no NaN
-    d, r = head["distilled"]["convnet"], head["random"]["convnet"]
-    gain = head["distilled_minus_random"]["convnet"]
-    assert gain["accuracy"] == pytest.approx(d["accuracy"]["mean"] - r["accuracy"]["mean"], abs=1e-3)
-    assert gain["msp"]["fpr95_in"] == pytest.approx(
-        d["msp"]["fpr95_in"]["mean"] - r["msp"]["fpr95_in"]["mean"], abs=1e-3
-    )
-    md = report.markdown(ev, {"near_set": "near", "far_set": "far"}, {"set": "x.pt", "method": "mtt", "num_eval": 1})
+    d = head["distilled"]["convnet"]
+    for base in ("init", "random"):
+        b = head[base]["convnet"]
+        gain = head[f"distilled_minus_{base}"]["convnet"]
+        assert gain["accuracy"]["mean"] == pytest.approx(d["accuracy"]["mean"] - b["accuracy"]["mean"], abs=1e-3)
+        assert gain["msp"]["fpr95_in"]["mean"] == pytest.approx(
+            d["msp"]["fpr95_in"]["mean"] - b["msp"]["fpr95_in"]["mean"], abs=1e-3
+        )
+        # the spread is that of the per-net (paired) difference, not a combination of the two stds
+        diffs = [a["accuracy"] - o["accuracy"] for a, o in zip(ev.per_net["distilled"]["convnet"], ev.per_net[base]["convnet"])]
+        assert gain["accuracy"]["std"] == pytest.approx(float(torch.tensor(diffs).std(unbiased=False)), abs=1e-3)
+    # init trains at the set's own (starting) lr, random at baseline_lr
+    assert ev.nets["init"]["convnet"]["lr"] == init.lr and ev.nets["random"]["convnet"]["lr"] == CFG.baseline_lr
+    md = report.markdown(ev, {"near_set": "near", "far_set": "far"}, {"set": "x.pt", "method": "mtt", "num_eval": 2})
     assert "| training set | network | images | epochs | accuracy | ECE | misclassification AUROC |" in md
-    assert "| distilled | convnet | 6 | 2 |" in md and "| random | convnet | 6 | 2 |" in md
-    assert "## Distilled minus random" in md and "| convnet | msp |" in md
+    assert "| distilled | convnet | 6 | 2 |" in md and "| init | convnet | 6 | 2 |" in md and "| random | convnet | 6 | 2 |" in md
+    assert "## Distilled minus init" in md and "## Distilled minus random" in md and "| convnet | msp |" in md
     assert "near_set (near)" in md and "**far**" in md
 
 

@@ -3,7 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from trustdd.augment import DSA, NoAugment
 from trustdd.distill import DistillTask, TrajectoryMatching, kmeans_medoids, trajectory_matching_loss
+from trustdd.distill.base import LossLog
+from trustdd.distill.mtt import Student, StudentStep, constant_memory_gradients, unrolled_gradients
 from trustdd.networks import NetSpec, flat_params, init_network, unflatten_params
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)
@@ -122,3 +125,77 @@ def test_kmeans_init_draws_from_real_images():
         assert any(torch.equal(img, r) for r in task.real_x[task.real_y == label])
     with pytest.raises(ValueError, match="distill.mtt.init: unknown value 'herd'; valid choices: random, kmeans"):
         TrajectoryMatching(init="herd").run(task)
+
+
+def _student_gradients(mode, augment, with_outliers=True, chunk=0, steps=4, dtype=torch.float32):
+    """Image, outlier and lr gradients of one matching iteration on a tiny net."""
+    g = torch.Generator().manual_seed(7)
+    x_in = torch.randn(6, 1, 8, 8, generator=g).to(dtype).requires_grad_(True)
+    y_in = torch.tensor([0, 0, 1, 1, 2, 2])
+    x_out = torch.randn(6, 1, 8, 8, generator=g).to(dtype).requires_grad_(True) if with_outliers else None
+    theta0 = flat_params(init_network(SPEC, seed=1)).to(dtype)
+    target = theta0 + 0.1 * torch.randn(theta0.shape, generator=g).to(dtype)
+    lr = torch.tensor(0.05, dtype=dtype, requires_grad=True)
+    student = Student(SPEC.build().to(dtype), x_in, y_in, x_out, 0.5, augment)
+    draws = [
+        StudentStep(torch.randperm(6, generator=g)[:4], 100 + i, torch.randperm(6, generator=g)[:3] if with_outliers else None, 200 + i)
+        for i in range(steps)
+    ]
+    if mode == "unrolled":
+        match = unrolled_gradients(student, theta0, target, lr, draws)
+    else:
+        match = constant_memory_gradients(student, theta0, target, lr, draws, chunk)
+    return match, x_in.grad, None if x_out is None else x_out.grad, lr.grad
+
+
+@pytest.mark.parametrize("chunk", [0, 2, 3])
+@pytest.mark.parametrize("augment", [NoAugment(), DSA()], ids=["plain", "dsa"])
+def test_constant_memory_gradients_equal_the_unrolled_graph(chunk, augment):
+    # in float64, to compare the two computations rather than float32 rounding
+    ref = _student_gradients("unrolled", augment, dtype=torch.float64)
+    got = _student_gradients("constant", augment, chunk=chunk, dtype=torch.float64)
+    assert 0 < float(ref[0]) and float(got[0]) == pytest.approx(float(ref[0]), rel=1e-10)
+    for a, b in zip(ref[1:], got[1:]):
+        assert a.abs().sum() > 0, "a zero gradient would make the comparison empty"
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-10)
+
+
+def test_constant_memory_without_outliers_equals_unrolled_in_float32():
+    ref = _student_gradients("unrolled", NoAugment(), with_outliers=False)
+    got = _student_gradients("constant", NoAugment(), with_outliers=False, chunk=4)
+    assert got[2] is None
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got[3], ref[3], rtol=1e-4, atol=1e-6)
+
+
+def test_mtt_runs_are_equal_in_both_memory_modes():
+    kwargs = dict(iterations=3, syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=10.0, lr_lr=1e-3, log_every=2)
+    a = TrajectoryMatching(**kwargs).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    b = TrajectoryMatching(memory="constant", chunk=4, **kwargs).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    torch.testing.assert_close(b.x_in, a.x_in, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.x_out, a.x_out, rtol=1e-4, atol=1e-5)
+    assert b.lr == pytest.approx(a.lr, rel=1e-5)
+    # the starting sets are kept with the result, untouched by the optimisation
+    assert a.start.lr == 0.01 and not torch.equal(a.start.x_in, a.x_in) and a.start.x_out.shape == a.x_out.shape
+    assert torch.equal(a.start.x_in, b.start.x_in)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"memory": "tesla"}, "distill.mtt.memory"), ({"chunk": 4}, "distill.mtt.chunk"), ({"syn_steps": 0}, "distill.mtt.syn_steps")],
+)
+def test_bad_memory_options_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        TrajectoryMatching(**kwargs).check(ipc=2, expert_epochs_available=8)
+
+
+def test_loss_log_records_window_means():
+    log = LossLog(every=3, total=7)
+    records = [log.add(i, {"loss": float(i)}, lr=0.1 * i) for i in range(7)]
+    assert [r is not None for r in records] == [False, False, True, False, False, True, True]
+    assert log.records == [
+        {"iteration": 3, "iterations": 3, "loss": 1.0, "lr": pytest.approx(0.2)},
+        {"iteration": 6, "iterations": 3, "loss": 4.0, "lr": pytest.approx(0.5)},
+        {"iteration": 7, "iterations": 1, "loss": 6.0, "lr": pytest.approx(0.6)},
+    ]
+    assert len(log.seconds) == 3 and log.seconds == sorted(log.seconds)

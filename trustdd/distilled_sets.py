@@ -26,7 +26,7 @@ class DistilledSetError(ValueError):
 class TrainingSet:
     """Images (network inputs, float N x C x H x W) that fresh evaluation nets are trained on."""
 
-    name: str  # distilled | random | full
+    name: str  # distilled | init | random | full
     x_in: torch.Tensor
     y_in: torch.Tensor
     x_out: torch.Tensor  # outliers for the OE loss (0 images when the set has none)
@@ -43,6 +43,7 @@ class LoadedSet:
     set: TrainingSet
     transform: InputTransform  # how uint8 test and OOD images map into the set's input space
     method: str
+    init: TrainingSet | None = None  # what the distillation started from (trustdd sets only)
 
 
 KEY = "evaluate.set"
@@ -72,7 +73,14 @@ def load_distilled(
         result = TrainingSet("distilled", d["x_in"].float(), d["y_in"].long(), x_out.float(), d.get("lr"), str(path))
         own = InputTransform.from_dict(d) if "mean" in d else transform
         _check(result, shape, num_classes, path)
-        return LoadedSet(result, own, str(d.get("method", "unknown")))
+        init = None
+        if isinstance(d.get("init"), dict):
+            i = d["init"]
+            x_out = i.get("x_out", torch.empty(0, *shape))
+            origin = f"the starting point of {path} (before distillation)"
+            init = TrainingSet("init", i["x_in"].float(), i["y_in"].long(), x_out.float(), i.get("lr"), origin)
+            _check(init, shape, num_classes, path)
+        return LoadedSet(result, own, str(d.get("method", "unknown")), init)
     images, labels = _pair(path)
     x = _tensor(images, "images")
     y = _tensor(labels, "labels")

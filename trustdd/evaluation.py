@@ -1,13 +1,13 @@
 """Train fresh networks on a set of images and measure everything users publish about them.
 
-For every training set (the distilled set, and the baselines: a random real subset of the same size,
-optionally the whole train set), every architecture in ``evaluate.architectures`` and every one of
+For every training set (the distilled set, and the baselines: the set the distillation started from, a
+random real subset of the same size, optionally the whole train set), every architecture in ``evaluate.architectures`` and every one of
 ``num_eval`` nets: train for a fixed number of epochs (no checkpoint is chosen on the test set), then
 measure InD accuracy, calibration (ECE), misclassification AUROC and, for every OOD score, the OOD
 metrics of every OOD set. Results are the mean and std over the nets.
 
 Net ``i`` of every training set and architecture draws from the same random stream (initial weights,
-batch order, augmentation), so the distilled-vs-random gain is a paired comparison.
+batch order, augmentation), so the distilled-vs-init and distilled-vs-random gains are paired comparisons.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from trustdd.augment import DSA
 from trustdd.distilled_sets import TrainingSet
 from trustdd.metrics import (
+    METRIC_NAMES,
     expected_calibration_error,
     mean_std,
     misclassification_auroc,
@@ -50,6 +51,7 @@ class EvalConfig:
     architectures: tuple[str, ...] = ("convnet",)  # network.name keys; convnet uses the `network` params
     scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "knn")
     score_options: dict = field(default_factory=dict)  # {score: {option: value}}, e.g. {odin: {temperature: 1000}}
+    init_baseline: bool = True  # also train on the set the distillation started from (when the set has one)
     random_baseline: bool = True  # also train on a random real subset of the same size
     baseline_lr: float = 0.01  # lr for the baselines (real images have no learned lr): the DD protocol's
     full_data_epochs: int = 0  # > 0: also train on the whole InD train set for this many epochs (the ceiling)
@@ -58,7 +60,7 @@ class EvalConfig:
         """The lr for training ``arch`` on ``s``. A learned lr belongs to the net the set was distilled with
         (``home``, the ``network`` params): other architectures get ``baseline_lr``, as the baselines do.
         Measured: MTT's learned 0.067 trains VGG-11 to chance on the default set; 0.01 gives 80%."""
-        if s.name != "distilled":
+        if s.name not in ("distilled", "init"):  # the init set trains at the distillation's starting lr
             return self.baseline_lr
         if self.lr != "learned":
             return float(self.lr)
@@ -84,6 +86,7 @@ class Evaluation:
     roc: list[dict]  # ROC points of net 0 of the first set and architecture: {score, ood_set, fpr, tpr}
     histograms: list[dict]  # its score histograms: {score, images, value, fraction}
     nets: dict = field(default_factory=dict)  # {set: {arch: {"epochs", "lr"}}}
+    per_net: dict = field(default_factory=dict)  # {set: {arch: [net i: {accuracy, score: {metric: all-sets mean}}]}}
 
 
 def check(sets: list[TrainingSet], cfg: EvalConfig, home: str) -> dict[str, Score]:
@@ -139,6 +142,7 @@ def evaluate(
             per_net.append(_score_net(net, s, test_x, test_y, ood, scores, pixel_scale, out if keep else None))
             bar.update()
         out.results.setdefault(s.name, {})[arch] = _summarize(per_net, groups)
+        out.per_net.setdefault(s.name, {})[arch] = [_all_sets(r) for r in per_net]
         out.nets.setdefault(s.name, {})[arch] = {"epochs": epochs, "lr": train_cfg.lr, "images": int(s.x_in.shape[0])}
     bar.close()
     return out
@@ -180,6 +184,14 @@ def _score_net(
 def _summarize(per_net: list[dict], groups: dict[str, str]) -> dict:
     out = {k: mean_std([r[k] for r in per_net]) for k in ("accuracy", "ece", "misclassification_auroc")}
     out["ood"] = {name: summarize_ood([r["ood"][name] for r in per_net], groups) for name in per_net[0]["ood"]}
+    return out
+
+
+def _all_sets(record: dict) -> dict:
+    """One net's accuracy and, per score, each metric averaged over every OOD set (for paired gains)."""
+    out = {"accuracy": record["accuracy"]}
+    for score, by_set in record["ood"].items():
+        out[score] = {m: float(np.mean([v[m] for v in by_set.values()])) for m in METRIC_NAMES}
     return out
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 
 from trustdd.evaluation import Evaluation
-from trustdd.metrics import CONVENTIONS, METRIC_NAMES
+from trustdd.metrics import CONVENTIONS, METRIC_NAMES, mean_std
 
 CLASSIFICATION = ("accuracy", "ece", "misclassification_auroc")
 GAIN_METRICS = ("auroc", "fpr95_in", "fpr95_out")
+# The baselines the distilled set is compared with, and how the report names them.
+BASELINES = {"init": "the set the distillation started from", "random": "a random subset of the same size"}
 LABELS = {
     "auroc": "AUROC",
     "aupr_in": "AUPR-In",
@@ -33,7 +35,7 @@ def rounded(obj, digits: int = 4):
 
 def headline(ev: Evaluation) -> dict:
     """Per training set and architecture: the classification numbers and, per score, the OOD metrics
-    averaged over all OOD sets (mean and std over nets); then distilled minus random, paired by net seed."""
+    averaged over all OOD sets (mean and std over nets); then distilled minus each baseline, paired by net seed."""
     out: dict = {}
     for set_name, archs in ev.results.items():
         out[set_name] = {}
@@ -41,22 +43,27 @@ def headline(ev: Evaluation) -> dict:
             row = {k: r[k] for k in CLASSIFICATION}
             row.update({score: groups["all"] for score, groups in r["ood"].items()})
             out[set_name][arch] = row
-    if gain := gains(ev):
-        out["distilled_minus_random"] = gain
+    for base in BASELINES:
+        if gain := gains(ev, base):
+            out[f"distilled_minus_{base}"] = gain
     return rounded(out)
 
 
-def gains(ev: Evaluation) -> dict:
-    """Distilled minus random, per architecture: accuracy and, per score, the all-sets means of
-    ``GAIN_METRICS``. Empty when the run has no random baseline."""
-    if "distilled" not in ev.results or "random" not in ev.results:
+def gains(ev: Evaluation, base: str = "random") -> dict:
+    """Distilled minus the ``base`` training set, per architecture: accuracy and, per score, the all-sets
+    means of ``GAIN_METRICS``. Net i of both sets shares its seed, so each gain is the mean and std over nets
+    of the per-net difference (the paired spread). Empty when the run has no such set."""
+    if "distilled" not in ev.per_net or base not in ev.per_net:
         return {}
     out = {}
-    for arch, r in ev.results["distilled"].items():
-        base = ev.results["random"][arch]
-        diff = {"accuracy": r["accuracy"]["mean"] - base["accuracy"]["mean"]}
-        for score, g in r["ood"].items():
-            diff[score] = {m: g["all"][m]["mean"] - base["ood"][score]["all"][m]["mean"] for m in GAIN_METRICS}
+    for arch, nets in ev.per_net["distilled"].items():
+        if arch not in ev.per_net[base]:
+            continue
+        pairs = list(zip(nets, ev.per_net[base][arch]))
+        diff = {"accuracy": mean_std([a["accuracy"] - b["accuracy"] for a, b in pairs])}
+        for score in nets[0]:
+            if score != "accuracy":
+                diff[score] = {m: mean_std([a[score][m] - b[score][m] for a, b in pairs]) for m in GAIN_METRICS}
         out[arch] = diff
     return out
 
@@ -72,6 +79,10 @@ def _pm(ms: dict) -> str:
     if ms["mean"] is None or math.isnan(ms["mean"]):
         return "n/a"
     return f"{ms['mean']:.2f} ± {ms['std']:.2f}"
+
+
+def _gain(ms: dict) -> str:
+    return f"{ms['mean']:+.2f} ± {ms['std']:.2f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -109,11 +120,13 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
             for score, g in r["ood"].items():
                 rows.append([set_name, arch, score] + [_pm(g["all"][m]) for m in METRIC_NAMES])
     lines += _table(["training set", "network", "score"] + [LABELS[m] for m in METRIC_NAMES], rows)
-    gain = gains(ev)
-    if gain:
-        lines += ["", "## Distilled minus random subset of the same size (paired by net seed)", ""]
+    for base, what in BASELINES.items():
+        gain = gains(ev, base)
+        if not gain:
+            continue
+        lines += ["", f"## Distilled minus {base}: {what} (net i of both sets shares its seed: mean ± std of the per-net difference)", ""]
         rows = [
-            [arch, score, f"{d['accuracy']:+.2f}"] + [f"{d[score][m]:+.2f}" for m in GAIN_METRICS]
+            [arch, score, _gain(d["accuracy"])] + [_gain(d[score][m]) for m in GAIN_METRICS]
             for arch, d in gain.items()
             for score in d
             if score != "accuracy"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,21 @@ class DistillTask:
         return members
 
 
+@dataclass(frozen=True)
+class StartingSets:
+    """What a method started from (its real-image initialisation and starting lr), kept with the result so
+    that evaluation can train on it too: ``distilled minus init`` is what the distillation itself bought."""
+
+    x_in: torch.Tensor
+    y_in: torch.Tensor
+    x_out: torch.Tensor
+    lr: float
+
+    @staticmethod
+    def of(x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, lr: float) -> StartingSets:
+        return StartingSets(x_in.detach().cpu().clone(), y_in.detach().cpu().clone(), x_out.detach().cpu().clone(), float(lr))
+
+
 @dataclass
 class DistilledSet:
     """A method's result; the same fields whatever the method, so evaluation never asks which made it."""
@@ -66,7 +82,40 @@ class DistilledSet:
     x_out: torch.Tensor
     lr: float  # the lr a net should train on this set with (learned by MTT; the inner-loop lr for DSA)
     method: str
-    history: list[dict] = field(default_factory=list)  # one record per logged iteration
+    start: StartingSets
+    history: list[dict] = field(default_factory=list)  # one record per logging window (see LossLog)
+    seconds: list[float] = field(default_factory=list)  # wall time at the end of each window (not reproducible)
+
+
+class LossLog:
+    """Matching-loss curve by window: every ``every`` iterations (and at the last one) one record with the
+    MEAN of each logged quantity over the window's iterations, not one sample of it, so the curve shows the
+    trend rather than the draw of expert and start epoch. Wall time is kept apart (``seconds``): it differs
+    run to run, while the records are a pure function of the seed."""
+
+    def __init__(self, every: int, total: int) -> None:
+        self.every, self.total = every, total
+        self.records: list[dict] = []
+        self.seconds: list[float] = []
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._start = time.time()
+
+    def add(self, iteration: int, values: dict[str, float], **current: float) -> dict | None:
+        """Add one iteration's values; returns the window's record when ``iteration`` closes a window.
+        ``current`` holds values reported as they stand at the window's end (e.g. the learned lr)."""
+        for k, v in values.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._count += 1
+        if (iteration + 1) % self.every and iteration != self.total - 1:
+            return None
+        record = {"iteration": iteration + 1, "iterations": self._count}
+        record.update({k: v / self._count for k, v in self._sums.items()})
+        record.update({k: float(v) for k, v in current.items()})
+        self.records.append(record)
+        self.seconds.append(round(time.time() - self._start, 3))
+        self._sums, self._count = {}, 0
+        return record
 
 
 INITS = ("random", "kmeans")

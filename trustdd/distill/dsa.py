@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -13,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from trustdd.augment import DSA, NoAugment
-from trustdd.distill.base import METHODS, DistilledSet, DistillTask, initial_sets
+from trustdd.distill.base import METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
 from trustdd.losses import oe_loss
 from trustdd.networks import init_network
 from trustdd.runtime import generator
@@ -128,6 +127,7 @@ class GradientMatching:
         g = generator(task.seed, "distill", "dsa")
         dev = task.device
         x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, "random"))
+        start = StartingSets.of(x_in, y_in, x_out, self.lr_net)
         x_in.requires_grad_(True)
         x_out.requires_grad_(True)
         has_out = task.has_outliers
@@ -156,7 +156,7 @@ class GradientMatching:
             picks = [m[torch.randperm(m.numel(), generator=g)[: self.batch_real]] for m in members]
             return [source[pick.to(dev)] for pick in picks]
 
-        history, start_time = [], time.time()
+        log = LossLog(self.log_every, self.iterations)
         bar = tqdm(range(self.iterations), desc="distill (dsa)", unit="it", mininterval=2)
         for it in bar:
             net = init_network(task.spec, seed_from(g), dev)
@@ -180,11 +180,10 @@ class GradientMatching:
                 if step < outer - 1:  # the net is not trained after the last matching step
                     train_network(net, x_in.detach(), y_in, x_out.detach() if has_out else None, train_cfg, g, augment)
 
-            if it % self.log_every == 0 or it == self.iterations - 1:
-                record = {"iteration": it, "loss": (sums["loss_in"] + sums["loss_out"]) / outer}
-                record.update({k: v / outer for k, v in sums.items()})
-                record["seconds"] = time.time() - start_time
-                history.append(record)
+            values = {k: v / outer for k, v in sums.items()}
+            if record := log.add(it, {"loss": values["loss_in"] + values["loss_out"], **values}):
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
 
-        return DistilledSet(x_in.detach().cpu(), y_in.cpu(), x_out.detach().cpu(), self.lr_net, "dsa", history)
+        return DistilledSet(
+            x_in.detach().cpu(), y_in.cpu(), x_out.detach().cpu(), self.lr_net, "dsa", start, log.records, log.seconds
+        )

@@ -1,26 +1,179 @@
-"""TrustDD on trajectory matching (MTT, Cazenavette et al. 2022)."""
+"""TrustDD on trajectory matching (MTT, Cazenavette et al. 2022).
+
+Two ways to get the image gradient of the matching loss, equal to float precision:
+
+- ``memory: unrolled`` (MTT): the student's ``syn_steps`` SGD steps are one autograd graph, so memory grows
+  with ``syn_steps`` x the images per step.
+- ``memory: constant`` (TESLA, Cui et al. 2023): the steps run without a graph, keeping only each step's
+  parameter vector; the exact gradient is then accumulated backwards, one step at a time, by recomputing
+  that step's gradient with a graph (a Hessian-vector product carries the adjoint to the step before).
+  With ``chunk`` > 0 each step is recomputed ``chunk`` images at a time, so memory is flat in both
+  ``syn_steps`` and the images per step, at the price of one extra forward-backward per step.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
 from trustdd.augment import DSA, NoAugment
-from trustdd.distill.base import INITS, METHODS, DistilledSet, DistillTask, initial_sets
+from trustdd.distill.base import INITS, METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
 from trustdd.losses import trustdd_loss
 from trustdd.networks import unflatten_params
 from trustdd.runtime import generator
 from trustdd.training import seed_from
+
+MEMORY = ("unrolled", "constant")
 
 
 def trajectory_matching_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``||student - target||^2 / ||start - target||^2``: 0 when the student lands on the expert's
     later snapshot, 1 when it has not moved from the start (MTT's normalised parameter distance)."""
     return ((student - target) ** 2).sum() / ((start - target) ** 2).sum()
+
+
+@dataclass(frozen=True)
+class StudentStep:
+    """What one student step draws: which synthetic images it sees and its augmentation seeds."""
+
+    idx_in: torch.Tensor
+    seed_in: int
+    idx_out: torch.Tensor | None = None
+    seed_out: int = 0
+
+
+@dataclass
+class Student:
+    """The synthetic sets, the net and the loss one student step trains with."""
+
+    net: nn.Module
+    x_in: torch.Tensor
+    y_in: torch.Tensor
+    x_out: torch.Tensor | None  # None: plain MTT (no outliers, or lambda_oe 0)
+    lambda_oe: float
+    augment: DSA | NoAugment
+
+    def inputs(self, step: StudentStep, x_in: torch.Tensor, x_out: torch.Tensor | None) -> list[torch.Tensor]:
+        batch = [self.augment(x_in[step.idx_in], step.seed_in)]
+        if x_out is not None:
+            batch.append(self.augment(x_out[step.idx_out], step.seed_out))
+        return batch
+
+    def logits(self, params: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, unflatten_params(self.net, params), (images,))
+
+    def mean_loss(self, params: torch.Tensor, step: StudentStep, batch: list[torch.Tensor]) -> torch.Tensor:
+        """``CE(S_in batch) + lambda_oe * OE(S_out batch)``: one forward over InD + outliers, then split."""
+        parts = self.logits(params, torch.cat(batch)).split([b.shape[0] for b in batch])
+        return trustdd_loss(parts[0], self.y_in[step.idx_in], parts[1] if len(parts) > 1 else None, self.lambda_oe)
+
+    def image_weights(self, step: StudentStep, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same loss as a weighted sum over images, so it can be split into chunks: per image its
+        label (-1 for an outlier) and weight (1/n_in for InD, lambda_oe/n_out for an outlier)."""
+        n_in = batch[0].shape[0]
+        labels, weights = [self.y_in[step.idx_in]], [torch.full((n_in,), 1.0 / n_in, device=batch[0].device)]
+        if len(batch) > 1:
+            n_out = batch[1].shape[0]
+            labels.append(torch.full((n_out,), -1, dtype=torch.long, device=batch[1].device))
+            weights.append(torch.full((n_out,), self.lambda_oe / n_out, device=batch[1].device))
+        return torch.cat(labels), torch.cat(weights)
+
+    def chunk_loss(self, params: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """This chunk's share of :meth:`mean_loss` (the norm is per image, so chunks are independent)."""
+        logits = self.logits(params, images)
+        is_in = labels >= 0
+        per_image = torch.empty(logits.shape[0], dtype=logits.dtype, device=logits.device)
+        if is_in.any():
+            per_image[is_in] = F.cross_entropy(logits[is_in], labels[is_in], reduction="none")
+        if (~is_in).any():
+            out = logits[~is_in]
+            per_image[~is_in] = torch.logsumexp(out, dim=1) - out.mean(dim=1)  # OE, per image
+        return (per_image * weights).sum()
+
+
+def unrolled_gradients(
+    student: Student, theta0: torch.Tensor, target: torch.Tensor, syn_lr: torch.Tensor, steps: list[StudentStep]
+) -> torch.Tensor:
+    """MTT: one graph through all student steps; ``backward`` fills the grads of the images and the lr.
+    Returns the matching loss."""
+    params = theta0.clone().requires_grad_(True)
+    for step in steps:
+        batch = student.inputs(step, student.x_in, student.x_out)
+        grad = torch.autograd.grad(student.mean_loss(params, step, batch), params, create_graph=True)[0]
+        params = params - syn_lr * grad
+    match = trajectory_matching_loss(params, theta0, target)
+    match.backward()
+    return match.detach()
+
+
+def constant_memory_gradients(
+    student: Student,
+    theta0: torch.Tensor,
+    target: torch.Tensor,
+    syn_lr: torch.Tensor,
+    steps: list[StudentStep],
+    chunk: int = 0,
+) -> torch.Tensor:
+    """The same gradients as :func:`unrolled_gradients` without the unrolled graph (TESLA).
+
+    With ``theta_{i+1} = theta_i - lr * g_i(theta_i, X)`` and the adjoint ``a_i = dL/dtheta_i``:
+    ``dL/dX += -lr * d(g_i . a_{i+1})/dX``, ``dL/dlr += -(g_i . a_{i+1})`` and
+    ``a_i = a_{i+1} - lr * H_i a_{i+1}``, for i from the last step back to the first. Memory: one step's
+    graph (one chunk's, with ``chunk`` > 0) plus ``syn_steps`` parameter vectors. Returns the matching loss.
+    """
+    lr = syn_lr.detach()
+    x_in, x_out = student.x_in, student.x_out
+    thetas, params = [], theta0.detach()
+    for step in steps:  # forward: no graph, keep each step's start
+        thetas.append(params)
+        with torch.no_grad():
+            batch = student.inputs(step, x_in.detach(), None if x_out is None else x_out.detach())
+        p = params.clone().requires_grad_(True)
+        grad = _step_gradient(student, p, step, batch, chunk)
+        params = params - lr * grad
+    denom = ((theta0 - target) ** 2).sum()
+    match = ((params - target) ** 2).sum() / denom
+    adjoint = 2 * (params - target) / denom
+    grad_lr = torch.zeros_like(lr)
+    for step, theta in zip(reversed(steps), reversed(thetas)):  # backward: one step at a time
+        batch = student.inputs(step, x_in, x_out)  # with the graph from the synthetic images
+        images = torch.cat(batch)
+        leaf = images.detach().requires_grad_(True)
+        labels, weights = student.image_weights(step, batch)
+        p = theta.clone().requires_grad_(True)
+        hvp, grad_images, dot = torch.zeros_like(theta), torch.zeros_like(leaf), 0.0
+        size = chunk or images.shape[0]
+        for lo in range(0, images.shape[0], size):
+            sl = slice(lo, lo + size)
+            g = torch.autograd.grad(student.chunk_loss(p, leaf[sl], labels[sl], weights[sl]), p, create_graph=True)[0]
+            g_dot_a = (g * adjoint).sum()
+            h, gx = torch.autograd.grad(g_dot_a, (p, leaf))
+            hvp += h
+            grad_images += gx
+            dot = dot + g_dot_a.detach()
+        images.backward(-lr * grad_images)  # through the augmentation into x_in / x_out .grad
+        grad_lr -= dot
+        adjoint = adjoint - lr * hvp
+    syn_lr.grad = grad_lr if syn_lr.grad is None else syn_lr.grad + grad_lr
+    return match.detach()
+
+
+def _step_gradient(student: Student, p: torch.Tensor, step: StudentStep, batch: list[torch.Tensor], chunk: int) -> torch.Tensor:
+    """The student's parameter gradient for one step, without a graph (chunked when ``chunk`` > 0)."""
+    if not chunk:
+        return torch.autograd.grad(student.mean_loss(p, step, batch), p)[0]
+    images = torch.cat(batch)
+    labels, weights = student.image_weights(step, batch)
+    grad = torch.zeros_like(p)
+    for lo in range(0, images.shape[0], chunk):
+        sl = slice(lo, lo + chunk)
+        grad += torch.autograd.grad(student.chunk_loss(p, images[sl], labels[sl], weights[sl]), p)[0]
+    return grad
 
 
 @METHODS.register("mtt")
@@ -43,6 +196,8 @@ class TrajectoryMatching:
     lr_init: float = 0.01
     batch_syn: int = 0  # synthetic InD images per student step; 0 = all of S_in
     init: str = "random"  # S_in starts from real images: "random" per class, or "kmeans" medoids
+    memory: str = "unrolled"  # unrolled (MTT) | constant (TESLA's step-by-step recomputation, same gradients)
+    chunk: int = 0  # memory constant: images per recomputed forward (0 = a whole step); needs a per-image norm
     dsa: bool = True  # differentiable Siamese augmentation in the student steps
     log_every: int = 10
 
@@ -52,6 +207,15 @@ class TrajectoryMatching:
         """Raise ValueError naming the offending ``distill.mtt`` key before any work starts."""
         if self.init not in INITS:
             raise ValueError(f"distill.mtt.init: unknown value {self.init!r}; valid choices: {', '.join(INITS)}")
+        if self.memory not in MEMORY:
+            raise ValueError(f"distill.mtt.memory: unknown value {self.memory!r}; valid choices: {', '.join(MEMORY)}")
+        if self.chunk < 0 or (self.chunk and self.memory != "constant"):
+            raise ValueError(f"distill.mtt.chunk: invalid value {self.chunk}; expected 0, or > 0 with memory: constant")
+        if self.iterations < 0:
+            raise ValueError(f"distill.mtt.iterations: invalid value {self.iterations}; expected >= 0 (0: the starting set)")
+        for key in ("syn_steps", "log_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"distill.mtt.{key}: invalid value {getattr(self, key)}; expected >= 1")
         # start epochs are drawn from [0, max_start_epoch); snapshots run from epoch 0 to experts.epochs
         if self.max_start_epoch < 1 or self.expert_epochs < 1:
             raise ValueError("distill.mtt.max_start_epoch and distill.mtt.expert_epochs must both be >= 1")
@@ -65,59 +229,61 @@ class TrajectoryMatching:
         if task.experts is None:
             raise ValueError("method 'mtt' needs expert trajectories")
         self.check(task.ipc, task.experts.epochs)
+        if self.chunk and task.spec.norm == "batch":
+            raise ValueError("distill.mtt.chunk: > 0 splits a step's images, which batch norm couples; use network.norm: instance")
         g = generator(task.seed, "distill", "mtt")
         dev = task.device
         x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, self.init))
+        start = StartingSets.of(x_in, y_in, x_out, self.lr_init)
         x_in.requires_grad_(True)
         x_out.requires_grad_(True)
         has_out = task.has_outliers
         syn_lr = torch.tensor(self.lr_init, device=dev, requires_grad=True)
         opt_img = torch.optim.SGD([x_in, x_out] if has_out else [x_in], lr=self.lr_img, momentum=0.5)
         opt_lr = torch.optim.SGD([syn_lr], lr=self.lr_lr, momentum=0.5)
-        net = task.spec.build().to(dev)
-        augment = DSA() if self.dsa else NoAugment()
+        student = Student(task.spec.build().to(dev), x_in, y_in, x_out if has_out else None, task.lambda_oe, DSA() if self.dsa else NoAugment())
         n_in, n_out = x_in.shape[0], x_out.shape[0]
         batch_in = self.batch_syn or n_in
         batch_out = max(1, round(batch_in * n_out / n_in)) if has_out else 0
 
-        history, start_time = [], time.time()
+        log = LossLog(self.log_every, self.iterations)
         bar = tqdm(range(self.iterations), desc="distill (mtt)", unit="it", mininterval=2)
         for it in bar:
             expert = int(torch.randint(task.experts.num_experts, (1,), generator=g))
-            start = int(torch.randint(self.max_start_epoch, (1,), generator=g))
+            t = int(torch.randint(self.max_start_epoch, (1,), generator=g))
             traj = task.experts.trajectory(expert)
-            theta0 = traj[start].to(dev)
-            target = traj[start + self.expert_epochs].to(dev)
+            theta0, target = traj[t].to(dev), traj[t + self.expert_epochs].to(dev)
+            steps = self._draw_steps(g, n_in, batch_in, n_out, batch_out, dev)
 
-            params = theta0.clone().requires_grad_(True)
-            perm_in = torch.randperm(n_in, generator=g)
-            perm_out = torch.randperm(n_out, generator=g) if has_out else None
-            for step in range(self.syn_steps):
-                lo = (step * batch_in) % n_in
-                idx = perm_in[lo : lo + batch_in].to(dev)
-                batch = [augment(x_in[idx], seed_from(g))]
-                if has_out:
-                    lo = (step * batch_out) % n_out
-                    batch.append(augment(x_out[perm_out[lo : lo + batch_out].to(dev)], seed_from(g)))
-                # one forward over InD + outliers (the norm is per image), then split
-                logits = functional_call(net, unflatten_params(net, params), (torch.cat(batch),))
-                parts = logits.split([b.shape[0] for b in batch])
-                loss = trustdd_loss(parts[0], y_in[idx], parts[1] if has_out else None, task.lambda_oe)
-                grad = torch.autograd.grad(loss, params, create_graph=True)[0]
-                params = params - syn_lr * grad
-
-            match = trajectory_matching_loss(params, theta0, target)
             opt_img.zero_grad(set_to_none=True)
             opt_lr.zero_grad(set_to_none=True)
-            match.backward()
+            if self.memory == "constant":
+                match = constant_memory_gradients(student, theta0, target, syn_lr, steps, self.chunk)
+            else:
+                match = unrolled_gradients(student, theta0, target, syn_lr, steps)
             opt_img.step()
             opt_lr.step()
 
-            if it % self.log_every == 0 or it == self.iterations - 1:
-                record = {"iteration": it, "loss": float(match.detach()), "lr": float(syn_lr.detach()), "seconds": time.time() - start_time}
-                history.append(record)
+            if record := log.add(it, {"loss": float(match)}, lr=float(syn_lr.detach())):
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.4f}")
 
         return DistilledSet(
-            x_in.detach().cpu(), y_in.cpu(), x_out.detach().cpu(), float(syn_lr.detach()), "mtt", history
+            x_in.detach().cpu(), y_in.cpu(), x_out.detach().cpu(), float(syn_lr.detach()), "mtt", start, log.records, log.seconds
         )
+
+    def _draw_steps(
+        self, g: torch.Generator, n_in: int, batch_in: int, n_out: int, batch_out: int, dev: torch.device
+    ) -> list[StudentStep]:
+        """Each student step's images (consecutive slices of one permutation per set) and augmentation seeds."""
+        perm_in = torch.randperm(n_in, generator=g)
+        perm_out = torch.randperm(n_out, generator=g) if batch_out else None
+        steps = []
+        for step in range(self.syn_steps):
+            lo = (step * batch_in) % n_in
+            idx_in, seed_in = perm_in[lo : lo + batch_in].to(dev), seed_from(g)
+            if perm_out is None:
+                steps.append(StudentStep(idx_in, seed_in))
+                continue
+            lo = (step * batch_out) % n_out
+            steps.append(StudentStep(idx_in, seed_in, perm_out[lo : lo + batch_out].to(dev), seed_from(g)))
+        return steps
