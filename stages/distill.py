@@ -8,7 +8,6 @@ from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
 from trustdd.distill import DistillTask
-from trustdd.experts import ExpertBuffer
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, resolve_device, write_json
 
@@ -23,22 +22,7 @@ def main() -> None:
     configure_determinism(p.seed)
     device = resolve_device(p.device)
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    pool = artifacts.load("data/outliers/pool.pt")
-    task = DistillTask(
-        real_x=prepared.norm(prepared.train_x),
-        real_y=prepared.train_y,
-        pool_x=prepared.norm(pool["x"]),
-        pool_kind=pool["kind"],
-        num_kinds=max(1, len(pool["kinds"])),
-        num_classes=len(prepared.classes),
-        ipc=p.ipc,
-        spec=p.net_spec(),
-        lambda_oe=p.lambda_oe,
-        seed=p.seed,
-        device=device,
-        experts=ExpertBuffer(Path("data/experts")) if method.needs_experts else None,
-        mixing=p.outliers.mixing,
-    )
+    task = DistillTask.from_files(p, device)
     result = method.run(task)
     with atomic_dir(OUT) as out:
         artifacts.save(

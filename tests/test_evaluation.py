@@ -268,3 +268,13 @@ def test_report_headline_paired_gains_over_init_and_random_and_markdown():
 
 def test_rounded_turns_nan_into_null():
     assert report.rounded({"a": float("nan"), "b": [1.234567]}) == {"a": None, "b": [1.2346]}
+
+
+def test_worker_processes_give_the_same_bytes_for_any_number_of_them():
+    sets = [_set(outliers=6), dataclasses.replace(_set(outliers=6, seed=9), name="random", lr=None)]
+    cfg = dataclasses.replace(CFG, scores=("msp", "knn"))
+    one = _run(sets, cfg=dataclasses.replace(cfg, workers=1))
+    two = _run(sets, cfg=dataclasses.replace(cfg, workers=2))
+    assert json.dumps(report.headline(one)) == json.dumps(report.headline(two))
+    assert one.curves == two.curves and one.roc == two.roc and one.roc  # net 0's plot data comes back
+    assert [c["set"] for c in one.curves][:: CFG.epochs] == ["distilled", "distilled", "random", "random"]

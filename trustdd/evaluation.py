@@ -13,6 +13,7 @@ batch order, augmentation), so the distilled-vs-init and distilled-vs-random gai
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,7 @@ class EvalConfig:
     random_baseline: bool = True  # also train on a random real subset of the same size
     baseline_lr: float = 0.01  # lr for the baselines (real images have no learned lr): the DD protocol's
     full_data_epochs: int = 0  # > 0: also train on the whole InD train set for this many epochs (the ceiling)
+    workers: int = 0  # > 0: train the nets in this many one-thread processes (same bytes for any number)
 
     def lr_for(self, s: TrainingSet, arch: str, home: str) -> float:
         """The lr for training ``arch`` on ``s``. A learned lr belongs to the net the set was distilled with
@@ -100,6 +102,58 @@ def check(sets: list[TrainingSet], cfg: EvalConfig, home: str) -> dict[str, Scor
     return scores
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every evaluation net needs besides its training set: sent once to each worker process."""
+
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    ood: dict[str, torch.Tensor]
+    cfg: EvalConfig
+    lambda_oe: float
+    seed: int
+    device: torch.device
+    pixel_scale: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class _Job:
+    set: TrainingSet
+    spec: NetSpec  # the architecture's spec
+    train: TrainConfig
+    net: int  # index i: net i of every set and architecture shares its seed stream
+    plots: bool  # keep ROC points and histograms (net 0 of the first set and architecture)
+
+
+@dataclass
+class _NetResult:
+    record: dict
+    history: list[dict]
+    plots: Evaluation | None
+
+
+_WORKER: _Shared | None = None
+
+
+def _start_worker(shared: _Shared) -> None:
+    global _WORKER
+    torch.set_num_threads(1)  # one thread per net: the bytes do not depend on how many workers run
+    _WORKER = shared
+
+
+def _run_job(job: _Job, shared: _Shared | None = None) -> _NetResult:
+    """Train net ``job.net`` on ``job.set`` and score it: the same result in any process."""
+    shared = shared or _WORKER
+    s, dev = job.set, shared.device
+    g = generator(shared.seed, "evaluate", job.net)  # shared by every set and architecture: paired comparisons
+    net = init_network(job.spec, seed_from(g), dev)
+    history = train_network(net, s.x_in.to(dev), s.y_in.to(dev), s.x_out.to(dev), job.train, g, DSA())
+    plots = Evaluation({}, [], [], []) if job.plots else None
+    scores = shared.cfg.build_scores()
+    record = _score_net(net, s, shared.test_x, shared.test_y, shared.ood, scores, shared.pixel_scale, plots)
+    return _NetResult(record, history, plots)
+
+
 def evaluate(
     sets: list[TrainingSet],
     test_x: torch.Tensor,
@@ -114,37 +168,55 @@ def evaluate(
     pixel_scale: tuple[float, ...],
 ) -> Evaluation:
     """Train and score. All images are network inputs (float, already through the set's transform).
-    Every option is checked before the first net is trained."""
-    scores = check(sets, cfg, spec.name)
+    Every option is checked before the first net is trained. With ``cfg.workers`` > 0 the nets are
+    trained in that many one-thread processes (the same bytes for any number of them)."""
+    check(sets, cfg, spec.name)
     out = Evaluation({}, [], [], [])
     plot_for = (sets[0].name, cfg.architectures[0])
-    jobs = [(s, arch) for s in sets for arch in cfg.architectures]
-    bar = tqdm(total=len(jobs) * cfg.num_eval, desc="evaluate", unit="net")
-    for s, arch in jobs:
-        arch_spec = dataclasses.replace(spec, name=arch)
-        epochs = cfg.full_data_epochs if s.name == "full" else cfg.epochs
-        train_cfg = TrainConfig(
-            epochs=epochs,
-            lr=cfg.lr_for(s, arch, spec.name),
-            batch_size=cfg.batch_size,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            lambda_oe=lambda_oe,
-            outlier_ratio=(s.x_out.shape[0] / s.x_in.shape[0]) if s.x_out.shape[0] else 0.0,
-        )
-        per_net: list[dict] = []
-        for i in range(cfg.num_eval):
-            g = generator(seed, "evaluate", i)  # shared by every set and architecture: paired comparisons
-            net = init_network(arch_spec, seed_from(g), device)
-            history = train_network(net, s.x_in.to(device), s.y_in.to(device), s.x_out.to(device), train_cfg, g, DSA())
-            out.curves += [{"set": s.name, "arch": arch, "net": i, **r} for r in history]
-            keep = (s.name, arch) == plot_for and i == 0
-            per_net.append(_score_net(net, s, test_x, test_y, ood, scores, pixel_scale, out if keep else None))
+    groups_of_jobs = []
+    for s in sets:
+        for arch in cfg.architectures:
+            train_cfg = TrainConfig(
+                epochs=cfg.full_data_epochs if s.name == "full" else cfg.epochs,
+                lr=cfg.lr_for(s, arch, spec.name),
+                batch_size=cfg.batch_size,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                lambda_oe=lambda_oe,
+                outlier_ratio=(s.x_out.shape[0] / s.x_in.shape[0]) if s.x_out.shape[0] else 0.0,
+            )
+            arch_spec = dataclasses.replace(spec, name=arch)
+            jobs = [_Job(s, arch_spec, train_cfg, i, (s.name, arch) == plot_for and i == 0) for i in range(cfg.num_eval)]
+            groups_of_jobs.append((s, arch, train_cfg, jobs))
+    shared = _Shared(test_x, test_y, ood, cfg, lambda_oe, seed, device, pixel_scale)
+    all_jobs = [job for *_, jobs in groups_of_jobs for job in jobs]
+    bar = tqdm(total=len(all_jobs), desc="evaluate", unit="net")
+    if cfg.workers:
+        context = torch.multiprocessing.get_context("spawn")  # no fork of a threaded torch
+        with ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_start_worker, initargs=(shared,)) as pool:
+            futures = [pool.submit(_run_job, job) for job in all_jobs]
+            for f in as_completed(futures):
+                bar.update()
+            results = [f.result() for f in futures]
+    else:
+        results = []
+        for job in all_jobs:
+            results.append(_run_job(job, shared))
             bar.update()
+    bar.close()
+    done = iter(results)
+    for s, arch, train_cfg, jobs in groups_of_jobs:
+        per_net: list[dict] = []
+        for job in jobs:
+            r = next(done)
+            out.curves += [{"set": s.name, "arch": arch, "net": job.net, **h} for h in r.history]
+            if r.plots is not None:
+                out.roc += r.plots.roc
+                out.histograms += r.plots.histograms
+            per_net.append(r.record)
         out.results.setdefault(s.name, {})[arch] = _summarize(per_net, groups)
         out.per_net.setdefault(s.name, {})[arch] = [_all_sets(r) for r in per_net]
-        out.nets.setdefault(s.name, {})[arch] = {"epochs": epochs, "lr": train_cfg.lr, "images": int(s.x_in.shape[0])}
-    bar.close()
+        out.nets.setdefault(s.name, {})[arch] = {"epochs": train_cfg.epochs, "lr": train_cfg.lr, "images": int(s.x_in.shape[0])}
     return out
 
 

@@ -330,6 +330,7 @@ def _validate_evaluate(p: Params) -> None:
     if not e.set:
         raise _fail("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
     _at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
+    _at_least("evaluate.workers", e.workers, 0)
     if not e.baseline_lr > 0:
         raise _fail("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from trustdd.data import stratified_subset
+from trustdd.data import Prepared, stratified_subset
 from trustdd.experts import ExpertBuffer
 from trustdd.networks import NetSpec, unflatten_params
 from trustdd.registry import Registry
@@ -40,6 +41,30 @@ class DistillTask:
     device: torch.device
     experts: ExpertBuffer | None = None
     mixing: str = "blockwise"
+
+    @classmethod
+    def from_files(cls, p, device: torch.device, root: Path = Path(".")) -> DistillTask:
+        """The task the distill stage runs for params ``p``: the prepared InD data, the outlier pool and
+        (for methods that need them) the expert trajectories, read from the pipeline's outputs."""
+        from trustdd import artifacts
+
+        prepared = Prepared.from_dict(artifacts.load(root / "data/prepared/ind.pt"))
+        pool = artifacts.load(root / "data/outliers/pool.pt")
+        return cls(
+            real_x=prepared.norm(prepared.train_x),
+            real_y=prepared.train_y,
+            pool_x=prepared.norm(pool["x"]),
+            pool_kind=pool["kind"],
+            num_kinds=max(1, len(pool["kinds"])),
+            num_classes=len(prepared.classes),
+            ipc=p.ipc,
+            spec=p.net_spec(),
+            lambda_oe=p.lambda_oe,
+            seed=p.seed,
+            device=device,
+            experts=ExpertBuffer(root / "data/experts") if p.method_config().needs_experts else None,
+            mixing=p.outliers.mixing,
+        )
 
     @property
     def has_outliers(self) -> bool:
