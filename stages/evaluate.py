@@ -51,6 +51,7 @@ def main() -> None:
         p.seed,
         device,
         tuple(1.0 / s for s in to_inputs.std),  # input units per pixel unit (ODIN's step; approximate under ZCA)
+        p.workers,
     )
     about = {"set": p.evaluate.set, "method": loaded.method, "num_eval": p.evaluate.num_eval}
     head = report.headline(ev)

@@ -39,6 +39,7 @@ def main() -> None:
             p.lambda_oe,
             p.seed,
             device,
+            p.workers,
         )
     accs = ", ".join(f"{r['test_acc']:.2f}" for r in meta["experts"])
     print(f"experts: {meta['num_experts']} x {meta['epochs']} epochs on {device}; final test accuracy {accs}")

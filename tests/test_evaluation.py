@@ -177,7 +177,7 @@ SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, dept
 CFG = EvalConfig(num_eval=2, epochs=2, batch_size=4, score_options={"knn": {"k": 2}})
 
 
-def _run(sets, cfg=CFG, seed=0):
+def _run(sets, cfg=CFG, seed=0, workers=0):
     g = torch.Generator().manual_seed(5)
     test_x, test_y = torch.randn(12, *SHAPE, generator=g), torch.arange(3).repeat(4)
     ood = {"near_set": torch.randn(6, *SHAPE, generator=g) + 2, "far_set": torch.randn(5, *SHAPE, generator=g) * 3}
@@ -193,6 +193,7 @@ def _run(sets, cfg=CFG, seed=0):
         seed,
         torch.device("cpu"),
         (4.0,),
+        workers,
     )
 
 
@@ -273,8 +274,8 @@ def test_rounded_turns_nan_into_null():
 def test_worker_processes_give_the_same_bytes_for_any_number_of_them():
     sets = [_set(outliers=6), dataclasses.replace(_set(outliers=6, seed=9), name="random", lr=None)]
     cfg = dataclasses.replace(CFG, scores=("msp", "knn"))
-    one = _run(sets, cfg=dataclasses.replace(cfg, workers=1))
-    two = _run(sets, cfg=dataclasses.replace(cfg, workers=2))
+    one = _run(sets, cfg=cfg, workers=1)
+    two = _run(sets, cfg=cfg, workers=2)
     assert json.dumps(report.headline(one)) == json.dumps(report.headline(two))
     assert one.curves == two.curves and one.roc == two.roc and one.roc  # net 0's plot data comes back
     assert [c["set"] for c in one.curves][:: CFG.epochs] == ["distilled", "distilled", "random", "random"]

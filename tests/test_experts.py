@@ -74,3 +74,16 @@ def test_buffer_size_is_reported_and_trajectories_are_memory_mapped(tmp_path):
     maps = Path("/proc/self/maps")
     if maps.exists():
         assert str(files[1]) in maps.read_text() and str(files[0]) not in maps.read_text()
+
+
+def test_worker_processes_write_the_same_trajectories_for_any_number_of_them(tmp_path):
+    x, y, pool = _data()
+    cfg = ExpertConfig(num_experts=3, epochs=2, lr=0.05, batch_size=16)
+    metas = {}
+    for workers in (1, 2):
+        metas[workers] = train_experts(tmp_path / str(workers), SPEC, x, y, pool, x, y, cfg, 0.5, 0, torch.device("cpu"), workers)
+    for i in range(3):
+        one = torch.load(expert_path(tmp_path / "1", i), weights_only=True)["trajectory"]
+        two = torch.load(expert_path(tmp_path / "2", i), weights_only=True)["trajectory"]
+        assert torch.equal(one, two) and one.shape[0] == 3
+    assert metas[1]["experts"] == metas[2]["experts"] and [r["expert"] for r in metas[2]["experts"]] == [0, 1, 2]

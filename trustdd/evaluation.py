@@ -13,12 +13,10 @@ batch order, augmentation), so the distilled-vs-init and distilled-vs-random gai
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from trustdd.augment import DSA
 from trustdd.distilled_sets import TrainingSet
@@ -35,6 +33,7 @@ from trustdd.networks import NetSpec, init_network
 from trustdd.runtime import generator
 from trustdd.scores import Probe, Score, make_score
 from trustdd.training import TrainConfig, seed_from, train_network
+from trustdd.workers import run_jobs
 
 HIST_BINS = 40
 IND_LABEL = "InD test"  # the name the InD test set has in plot data
@@ -56,7 +55,6 @@ class EvalConfig:
     random_baseline: bool = True  # also train on a random real subset of the same size
     baseline_lr: float = 0.01  # lr for the baselines (real images have no learned lr): the DD protocol's
     full_data_epochs: int = 0  # > 0: also train on the whole InD train set for this many epochs (the ceiling)
-    workers: int = 0  # > 0: train the nets in this many one-thread processes (same bytes for any number)
 
     def lr_for(self, s: TrainingSet, arch: str, home: str) -> float:
         """The lr for training ``arch`` on ``s``. A learned lr belongs to the net the set was distilled with
@@ -132,18 +130,8 @@ class _NetResult:
     plots: Evaluation | None
 
 
-_WORKER: _Shared | None = None
-
-
-def _start_worker(shared: _Shared) -> None:
-    global _WORKER
-    torch.set_num_threads(1)  # one thread per net: the bytes do not depend on how many workers run
-    _WORKER = shared
-
-
-def _run_job(job: _Job, shared: _Shared | None = None) -> _NetResult:
+def _run_job(job: _Job, shared: _Shared) -> _NetResult:
     """Train net ``job.net`` on ``job.set`` and score it: the same result in any process."""
-    shared = shared or _WORKER
     s, dev = job.set, shared.device
     g = generator(shared.seed, "evaluate", job.net)  # shared by every set and architecture: paired comparisons
     net = init_network(job.spec, seed_from(g), dev)
@@ -166,10 +154,11 @@ def evaluate(
     seed: int,
     device: torch.device,
     pixel_scale: tuple[float, ...],
+    workers: int = 0,
 ) -> Evaluation:
     """Train and score. All images are network inputs (float, already through the set's transform).
-    Every option is checked before the first net is trained. With ``cfg.workers`` > 0 the nets are
-    trained in that many one-thread processes (the same bytes for any number of them)."""
+    Every option is checked before the first net is trained. With ``workers`` > 0 the nets are trained
+    in that many one-thread processes (the same bytes for any number of them, see trustdd.workers)."""
     check(sets, cfg, spec.name)
     out = Evaluation({}, [], [], [])
     plot_for = (sets[0].name, cfg.architectures[0])
@@ -190,20 +179,7 @@ def evaluate(
             groups_of_jobs.append((s, arch, train_cfg, jobs))
     shared = _Shared(test_x, test_y, ood, cfg, lambda_oe, seed, device, pixel_scale)
     all_jobs = [job for *_, jobs in groups_of_jobs for job in jobs]
-    bar = tqdm(total=len(all_jobs), desc="evaluate", unit="net")
-    if cfg.workers:
-        context = torch.multiprocessing.get_context("spawn")  # no fork of a threaded torch
-        with ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_start_worker, initargs=(shared,)) as pool:
-            futures = [pool.submit(_run_job, job) for job in all_jobs]
-            for f in as_completed(futures):
-                bar.update()
-            results = [f.result() for f in futures]
-    else:
-        results = []
-        for job in all_jobs:
-            results.append(_run_job(job, shared))
-            bar.update()
-    bar.close()
+    results = run_jobs(_run_job, all_jobs, shared, workers, desc="evaluate (nets)")
     done = iter(results)
     for s, arch, train_cfg, jobs in groups_of_jobs:
         per_net: list[dict] = []

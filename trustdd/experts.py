@@ -7,13 +7,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from trustdd import artifacts
 from trustdd.augment import DSA
 from trustdd.networks import NetSpec, flat_params, init_network
 from trustdd.runtime import generator
 from trustdd.training import TrainConfig, predict_logits, seed_from, train_network
+from trustdd.workers import run_jobs
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,40 @@ def expert_path(folder: Path, index: int) -> Path:
     return Path(folder) / f"expert_{index:03d}.pt"
 
 
+@dataclass(frozen=True)
+class _ExpertData:
+    """Everything an expert is trained from, sent once to each worker process."""
+
+    folder: Path
+    spec: NetSpec
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    pool_x: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    cfg: ExpertConfig
+    lambda_oe: float
+    seed: int
+    device: torch.device
+
+
+def _train_one(i: int, d: _ExpertData) -> dict:
+    """Train expert ``i`` from its own seed stream and write its trajectory; returns its record."""
+    g = generator(d.seed, "expert", i)
+    net = init_network(d.spec, seed_from(g), d.device)
+    snapshots = [flat_params(net).cpu()]
+    pool_x = d.pool_x.to(d.device) if d.pool_x is not None else None
+
+    def snapshot(epoch: int, net: torch.nn.Module, record: dict) -> None:
+        snapshots.append(flat_params(net).cpu())
+
+    train_cfg = d.cfg.train_config(d.lambda_oe)
+    history = train_network(net, d.train_x.to(d.device), d.train_y.to(d.device), pool_x, train_cfg, g, DSA(), snapshot)
+    test_acc = 100.0 * float((predict_logits(net, d.test_x).argmax(1) == d.test_y).float().mean())
+    artifacts.save({"trajectory": torch.stack(snapshots)}, expert_path(d.folder, i))
+    return {"expert": i, "test_acc": round(test_acc, 4), "history": history}
+
+
 def train_experts(
     folder: Path,
     spec: NetSpec,
@@ -55,28 +89,15 @@ def train_experts(
     lambda_oe: float,
     seed: int,
     device: torch.device,
+    workers: int = 0,
 ) -> dict:
-    """Train ``cfg.num_experts`` experts, write one trajectory file each plus ``meta.json``; return meta."""
+    """Train ``cfg.num_experts`` experts, write one trajectory file each plus ``meta.json``; return meta.
+    Expert i depends only on its own seed stream; ``workers`` > 0 trains them in that many one-thread
+    processes (the same bytes for any number of them, see trustdd.workers)."""
     folder = Path(folder)
-    train_x, train_y = train_x.to(device), train_y.to(device)
-    pool_x = pool_x.to(device) if pool_x is not None and len(pool_x) else None
-    records = []
-    bar = tqdm(total=cfg.num_experts * cfg.epochs, desc="experts", unit="epoch", mininterval=2)
-    for i in range(cfg.num_experts):
-        g = generator(seed, "expert", i)
-        net = init_network(spec, seed_from(g), device)
-        snapshots = [flat_params(net).cpu()]
-
-        def snapshot(epoch: int, net: torch.nn.Module, record: dict, snapshots=snapshots, i=i) -> None:
-            snapshots.append(flat_params(net).cpu())
-            bar.set_postfix(expert=i, loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.1f}")
-            bar.update()
-
-        history = train_network(net, train_x, train_y, pool_x, cfg.train_config(lambda_oe), g, DSA(), snapshot)
-        test_acc = 100.0 * float((predict_logits(net, test_x).argmax(1) == test_y).float().mean())
-        artifacts.save({"trajectory": torch.stack(snapshots)}, expert_path(folder, i))
-        records.append({"expert": i, "test_acc": round(test_acc, 4), "history": history})
-    bar.close()
+    pool_x = pool_x if pool_x is not None and len(pool_x) else None
+    shared = _ExpertData(folder, spec, train_x, train_y, pool_x, test_x, test_y, cfg, lambda_oe, seed, device)
+    records = run_jobs(_train_one, list(range(cfg.num_experts)), shared, workers, desc="experts")
     net = spec.build()
     meta = {
         "spec": asdict(spec),

@@ -74,6 +74,7 @@ class Params:
     device: str = "auto"
     method: str = "mtt"
     lambda_oe: float = 0.5
+    workers: int = 0  # one-thread processes for the stages that train independent nets (experts, evaluation)
     data: DataParams = DataParams()
     ood: OODParams = OODParams()
     network: NetworkParams = NetworkParams()
@@ -248,6 +249,7 @@ def validate(p: Params) -> Params:
         ("experts.num_experts", p.experts.num_experts, 1),
         ("experts.epochs", p.experts.epochs, 1),
         ("experts.batch_size", p.experts.batch_size, 1),
+        ("workers", p.workers, 0),
         ("evaluate.num_eval", p.evaluate.num_eval, 1),
         ("evaluate.epochs", p.evaluate.epochs, 1),
         ("evaluate.batch_size", p.evaluate.batch_size, 1),
@@ -330,7 +332,6 @@ def _validate_evaluate(p: Params) -> None:
     if not e.set:
         raise _fail("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
     _at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
-    _at_least("evaluate.workers", e.workers, 0)
     if not e.baseline_lr > 0:
         raise _fail("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
 
