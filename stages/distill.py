@@ -33,7 +33,8 @@ def main() -> None:
                 "lr": result.lr,
                 "method": result.method,
                 # what the method started from, trained by evaluation as the `init` set
-                "init": {"x_in": result.start.x_in, "y_in": result.start.y_in, "x_out": result.start.x_out, "lr": result.start.lr},
+                "init": result.start.to_dict(),
+                **({"y_soft": result.y_soft} if result.y_soft is not None else {}),
                 "dataset": prepared.dataset,
                 **prepared.transform.to_dict(),  # mean, std, zca: how images map to network inputs
             },

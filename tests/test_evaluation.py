@@ -279,3 +279,30 @@ def test_worker_processes_give_the_same_bytes_for_any_number_of_them():
     assert json.dumps(report.headline(one)) == json.dumps(report.headline(two))
     assert one.curves == two.curves and one.roc == two.roc and one.roc  # net 0's plot data comes back
     assert [c["set"] for c in one.curves][:: CFG.epochs] == ["distilled", "distilled", "random", "random"]
+
+
+def test_soft_labels_round_trip_through_the_artefact_and_train(tmp_path):
+    s, start = _set(outliers=6), _set(outliers=6, seed=3)
+    soft = torch.softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), 1)
+    torch.save(
+        {
+            "x_in": s.x_in, "y_in": soft.argmax(1), "y_soft": soft, "x_out": s.x_out, "lr": 0.03, "method": "mtt",
+            "init": {"x_in": start.x_in, "y_in": start.y_in, "x_out": start.x_out, "lr": 0.01, "y_soft": soft.flip(0)},
+        },
+        tmp_path / "d.pt",
+    )
+    loaded = load_distilled(tmp_path / "d.pt", PLAIN, SHAPE, 3)
+    assert torch.equal(loaded.set.y_soft, soft) and torch.equal(loaded.set.targets, soft)
+    assert torch.equal(loaded.init.y_soft, soft.flip(0))
+    ev = _run([loaded.set], cfg=dataclasses.replace(CFG, num_eval=1, scores=("msp",)))
+    assert ev.results["distilled"]["convnet"]["accuracy"]["mean"] >= 0 and len(ev.curves) == CFG.epochs
+    # soft labels that are one-hot train exactly like the hard labels they encode
+    hard = dataclasses.replace(loaded.set, y_soft=None)
+    one_hot = dataclasses.replace(loaded.set, y_soft=torch.nn.functional.one_hot(loaded.set.y_in, 3).float())
+    a = _run([hard], cfg=dataclasses.replace(CFG, num_eval=1, scores=("msp",)))
+    b = _run([one_hot], cfg=dataclasses.replace(CFG, num_eval=1, scores=("msp",)))
+    assert [c["loss"] for c in a.curves] == pytest.approx([c["loss"] for c in b.curves], rel=1e-5)
+    # a soft-label matrix of the wrong width is refused, naming the key
+    torch.save({"x_in": s.x_in, "y_in": s.y_in, "y_soft": torch.ones(6, 4) / 4}, tmp_path / "bad.pt")
+    with pytest.raises(DistilledSetError, match="evaluate.set: soft labels"):
+        load_distilled(tmp_path / "bad.pt", PLAIN, SHAPE, 3)

@@ -127,8 +127,8 @@ def test_kmeans_init_draws_from_real_images():
         TrajectoryMatching(init="herd").run(task)
 
 
-def _student_gradients(mode, augment, with_outliers=True, chunk=0, steps=4, dtype=torch.float32):
-    """Image, outlier and lr gradients of one matching iteration on a tiny net."""
+def _student_gradients(mode, augment, with_outliers=True, chunk=0, steps=4, dtype=torch.float32, soft=False):
+    """Image, outlier, lr (and learned soft-label) gradients of one matching iteration on a tiny net."""
     g = torch.Generator().manual_seed(7)
     x_in = torch.randn(6, 1, 8, 8, generator=g).to(dtype).requires_grad_(True)
     y_in = torch.tensor([0, 0, 1, 1, 2, 2])
@@ -136,7 +136,8 @@ def _student_gradients(mode, augment, with_outliers=True, chunk=0, steps=4, dtyp
     theta0 = flat_params(init_network(SPEC, seed=1)).to(dtype)
     target = theta0 + 0.1 * torch.randn(theta0.shape, generator=g).to(dtype)
     lr = torch.tensor(0.05, dtype=dtype, requires_grad=True)
-    student = Student(SPEC.build().to(dtype), x_in, y_in, x_out, 0.5, augment)
+    label_logits = torch.randn(6, 3, generator=g).to(dtype).requires_grad_(True) if soft else None
+    student = Student(SPEC.build().to(dtype), x_in, y_in, x_out, 0.5, augment, label_logits)
     draws = [
         StudentStep(torch.randperm(6, generator=g)[:4], 100 + i, torch.randperm(6, generator=g)[:3] if with_outliers else None, 200 + i)
         for i in range(steps)
@@ -145,15 +146,19 @@ def _student_gradients(mode, augment, with_outliers=True, chunk=0, steps=4, dtyp
         match = unrolled_gradients(student, theta0, target, lr, draws)
     else:
         match = constant_memory_gradients(student, theta0, target, lr, draws, chunk)
-    return match, x_in.grad, None if x_out is None else x_out.grad, lr.grad
+    grads = (match, x_in.grad, None if x_out is None else x_out.grad, lr.grad)
+    return grads + (label_logits.grad,) if soft else grads
 
 
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "learned_labels"])
 @pytest.mark.parametrize("chunk", [0, 2, 3])
 @pytest.mark.parametrize("augment", [NoAugment(), DSA()], ids=["plain", "dsa"])
-def test_constant_memory_gradients_equal_the_unrolled_graph(chunk, augment):
-    # in float64, to compare the two computations rather than float32 rounding
-    ref = _student_gradients("unrolled", augment, dtype=torch.float64)
-    got = _student_gradients("constant", augment, chunk=chunk, dtype=torch.float64)
+def test_constant_memory_gradients_equal_the_unrolled_graph(chunk, augment, soft):
+    # in float64, to compare the two computations rather than float32 rounding; chunk 3 splits the
+    # 4 InD + 3 outlier images of a step across the InD/outlier boundary
+    ref = _student_gradients("unrolled", augment, dtype=torch.float64, soft=soft)
+    got = _student_gradients("constant", augment, chunk=chunk, dtype=torch.float64, soft=soft)
+    assert len(ref) == (5 if soft else 4)
     assert 0 < float(ref[0]) and float(got[0]) == pytest.approx(float(ref[0]), rel=1e-10)
     for a, b in zip(ref[1:], got[1:]):
         assert a.abs().sum() > 0, "a zero gradient would make the comparison empty"
@@ -199,3 +204,28 @@ def test_loss_log_records_window_means():
         {"iteration": 7, "iterations": 1, "loss": 6.0, "lr": pytest.approx(0.6)},
     ]
     assert len(log.seconds) == 3 and log.seconds == sorted(log.seconds)
+
+
+@pytest.mark.parametrize("labels", ["expert", "learned"])
+def test_soft_labels_start_from_the_experts_and_are_kept_with_the_result(labels):
+    experts = _random_experts()
+    kwargs = dict(iterations=3, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, labels=labels, lr_label=5.0)
+    result = TrajectoryMatching(**kwargs).run(make_task(ipc=2, pool=12, experts=experts))
+    assert result.y_soft.shape == (6, 3) and result.start.y_soft.shape == (6, 3)
+    torch.testing.assert_close(result.y_soft.sum(1), torch.ones(6))
+    # the start is the softmax of the experts' mean final logits on the starting images
+    net = SPEC.build()
+    logits = sum(functional_call(net, unflatten_params(net, experts.trajectory(i)[-1]), (result.start.x_in,)) for i in range(2)) / 2
+    torch.testing.assert_close(result.start.y_soft, torch.softmax(logits, 1))
+    if labels == "expert":
+        assert torch.equal(result.y_soft, result.start.y_soft)  # fixed (TESLA)
+    else:
+        assert not torch.allclose(result.y_soft, result.start.y_soft)  # learned (DATM)
+    assert TrajectoryMatching(iterations=1, max_start_epoch=1, expert_epochs=1).run(make_task(ipc=2, experts=experts)).y_soft is None
+
+
+def test_bad_label_options_name_the_key():
+    with pytest.raises(ValueError, match="distill.mtt.labels"):
+        TrajectoryMatching(labels="teacher").check(ipc=2, expert_epochs_available=8)
+    with pytest.raises(ValueError, match="distill.mtt.lr_label"):
+        TrajectoryMatching(labels="learned", lr_label=0).check(ipc=2, expert_epochs_available=8)

@@ -32,6 +32,12 @@ class TrainingSet:
     x_out: torch.Tensor  # outliers for the OE loss (0 images when the set has none)
     lr: float | None  # the lr the set comes with (MTT learns one), else None
     origin: str  # where it came from, for the report
+    y_soft: torch.Tensor | None = None  # soft labels: N x K class probabilities nets train on (y_in = argmax)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """What nets are trained to predict: the soft labels when the set has them, else ``y_in``."""
+        return self.y_in if self.y_soft is None else self.y_soft
 
     @property
     def per_class(self) -> torch.Tensor:
@@ -70,7 +76,9 @@ def load_distilled(
                 "a plain tensor file must be named images*.pt with labels*.pt beside it"
             )
         x_out = d.get("x_out", torch.empty(0, *shape))
-        result = TrainingSet("distilled", d["x_in"].float(), d["y_in"].long(), x_out.float(), d.get("lr"), str(path))
+        result = TrainingSet(
+            "distilled", d["x_in"].float(), d["y_in"].long(), x_out.float(), d.get("lr"), str(path), _soft(d, path)
+        )
         own = InputTransform.from_dict(d) if "mean" in d else transform
         _check(result, shape, num_classes, path)
         init = None
@@ -78,7 +86,7 @@ def load_distilled(
             i = d["init"]
             x_out = i.get("x_out", torch.empty(0, *shape))
             origin = f"the starting point of {path} (before distillation)"
-            init = TrainingSet("init", i["x_in"].float(), i["y_in"].long(), x_out.float(), i.get("lr"), origin)
+            init = TrainingSet("init", i["x_in"].float(), i["y_in"].long(), x_out.float(), i.get("lr"), origin, _soft(i, path))
             _check(init, shape, num_classes, path)
         return LoadedSet(result, own, str(d.get("method", "unknown")), init)
     images, labels = _pair(path)
@@ -91,10 +99,23 @@ def load_distilled(
             raise DistilledSetError(
                 f"{KEY}: {labels} holds float labels of shape {tuple(y.shape)}; expected N class indices"
             )
-        y = y.argmax(dim=1)  # soft labels (one row of class scores per image) -> hard labels
-    result = TrainingSet("distilled", x.float(), y.long(), torch.empty(0, *shape), None, str(images))
+        soft = torch.softmax(y.float(), dim=1)  # learned labels (DATM): one row of class logits per image
+        y = y.argmax(dim=1)
+    else:
+        soft = None
+    result = TrainingSet("distilled", x.float(), y.long(), torch.empty(0, *shape), None, str(images), soft)
     _check(result, shape, num_classes, images)
     return LoadedSet(result, transform, "external")
+
+
+def _soft(d: dict, path: Path) -> torch.Tensor | None:
+    """The soft labels of a trustdd set (``y_soft``: class probabilities), checked against ``y_in``."""
+    soft = d.get("y_soft")
+    if soft is None:
+        return None
+    if soft.ndim != 2 or soft.shape[0] != d["y_in"].shape[0]:
+        raise DistilledSetError(f"{KEY}: y_soft in {str(path)!r} has shape {tuple(soft.shape)}; expected one row per image")
+    return soft.float()
 
 
 def _pair(path: Path) -> tuple[Path, Path]:
@@ -135,6 +156,10 @@ def _check(s: TrainingSet, shape: tuple[int, int, int], num_classes: int, path: 
     if s.y_in.ndim != 1 or s.y_in.shape[0] != s.x_in.shape[0]:
         raise DistilledSetError(
             f"{KEY}: {s.x_in.shape[0]} images but labels of shape {tuple(s.y_in.shape)} in {str(path)!r}"
+        )
+    if s.y_soft is not None and s.y_soft.shape[1] != num_classes:
+        raise DistilledSetError(
+            f"{KEY}: soft labels in {str(path)!r} have {s.y_soft.shape[1]} columns; the dataset has {num_classes} classes"
         )
     if s.y_in.numel() == 0:
         raise DistilledSetError(f"{KEY}: {str(path)!r} holds no images")

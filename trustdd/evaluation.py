@@ -135,7 +135,7 @@ def _run_job(job: _Job, shared: _Shared) -> _NetResult:
     s, dev = job.set, shared.device
     g = generator(shared.seed, "evaluate", job.net)  # shared by every set and architecture: paired comparisons
     net = init_network(job.spec, seed_from(g), dev)
-    history = train_network(net, s.x_in.to(dev), s.y_in.to(dev), s.x_out.to(dev), job.train, g, DSA())
+    history = train_network(net, s.x_in.to(dev), s.targets.to(dev), s.x_out.to(dev), job.train, g, DSA())
     plots = Evaluation({}, [], [], []) if job.plots else None
     scores = shared.cfg.build_scores()
     record = _score_net(net, s, shared.test_x, shared.test_y, shared.ood, scores, shared.pixel_scale, plots)

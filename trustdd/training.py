@@ -58,7 +58,8 @@ def train_network(
     augment: DSA | NoAugment | None = None,
     on_epoch: Callable[[int, nn.Module, dict], None] | None = None,
 ) -> list[dict]:
-    """Train ``net`` in place; returns one record per epoch (loss, train accuracy, lr)."""
+    """Train ``net`` in place; returns one record per epoch (loss, train accuracy, lr). ``y_in`` holds class
+    indices, or one row of class probabilities per image (soft labels: cross-entropy to that row)."""
     augment = augment or NoAugment()
     device = next(net.parameters()).device
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -90,7 +91,7 @@ def train_network(
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * idx.numel()
-            correct += int((logits.argmax(1) == yb).sum())
+            correct += int((logits.argmax(1) == (yb.argmax(1) if yb.ndim == 2 else yb)).sum())
         record = {
             "epoch": epoch + 1,
             "loss": total_loss / n_in,

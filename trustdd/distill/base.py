@@ -92,10 +92,18 @@ class StartingSets:
     y_in: torch.Tensor
     x_out: torch.Tensor
     lr: float
+    y_soft: torch.Tensor | None = None  # the starting soft labels, when the method uses them
 
     @staticmethod
-    def of(x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, lr: float) -> StartingSets:
-        return StartingSets(x_in.detach().cpu().clone(), y_in.detach().cpu().clone(), x_out.detach().cpu().clone(), float(lr))
+    def of(x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, lr: float, y_soft: torch.Tensor | None = None) -> StartingSets:
+        def cpu(t):
+            return None if t is None else t.detach().cpu().clone()
+
+        return StartingSets(cpu(x_in), cpu(y_in), cpu(x_out), float(lr), cpu(y_soft))
+
+    def to_dict(self) -> dict:
+        d = {"x_in": self.x_in, "y_in": self.y_in, "x_out": self.x_out, "lr": self.lr}
+        return d if self.y_soft is None else {**d, "y_soft": self.y_soft}
 
 
 @dataclass
@@ -110,6 +118,7 @@ class DistilledSet:
     start: StartingSets
     history: list[dict] = field(default_factory=list)  # one record per logging window (see LossLog)
     seconds: list[float] = field(default_factory=list)  # wall time at the end of each window (not reproducible)
+    y_soft: torch.Tensor | None = None  # soft labels (N x K class probabilities; y_in is their argmax), if any
 
 
 class LossLog:

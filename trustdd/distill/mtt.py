@@ -29,6 +29,9 @@ from trustdd.runtime import generator
 from trustdd.training import seed_from
 
 MEMORY = ("unrolled", "constant")
+# hard: class indices. expert (TESLA): fixed soft labels, the experts' mean final logits on the starting images.
+# learned (DATM): those logits as a starting point, then optimised with the images (SGD, lr_label, momentum 0.9).
+LABELS = ("hard", "expert", "learned")
 
 
 def trajectory_matching_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -57,6 +60,13 @@ class Student:
     x_out: torch.Tensor | None  # None: plain MTT (no outliers, or lambda_oe 0)
     lambda_oe: float
     augment: DSA | NoAugment
+    label_logits: torch.Tensor | None = None  # soft labels: targets are softmax(label_logits) (learnable or fixed)
+
+    def targets(self, idx: torch.Tensor) -> torch.Tensor:
+        """The InD targets of a step: class indices, or soft labels (class probabilities)."""
+        if self.label_logits is None:
+            return self.y_in[idx]
+        return torch.softmax(self.label_logits[idx], dim=1)
 
     def inputs(self, step: StudentStep, x_in: torch.Tensor, x_out: torch.Tensor | None) -> list[torch.Tensor]:
         batch = [self.augment(x_in[step.idx_in], step.seed_in)]
@@ -70,30 +80,30 @@ class Student:
     def mean_loss(self, params: torch.Tensor, step: StudentStep, batch: list[torch.Tensor]) -> torch.Tensor:
         """``CE(S_in batch) + lambda_oe * OE(S_out batch)``: one forward over InD + outliers, then split."""
         parts = self.logits(params, torch.cat(batch)).split([b.shape[0] for b in batch])
-        return trustdd_loss(parts[0], self.y_in[step.idx_in], parts[1] if len(parts) > 1 else None, self.lambda_oe)
+        return trustdd_loss(parts[0], self.targets(step.idx_in), parts[1] if len(parts) > 1 else None, self.lambda_oe)
 
-    def image_weights(self, step: StudentStep, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same loss as a weighted sum over images, so it can be split into chunks: per image its
-        label (-1 for an outlier) and weight (1/n_in for InD, lambda_oe/n_out for an outlier)."""
+    def image_weights(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """The same loss as a weighted sum over the images of ``torch.cat(batch)`` (InD first), so it can be
+        split into chunks: 1/n_in per InD image, lambda_oe/n_out per outlier."""
         n_in = batch[0].shape[0]
-        labels, weights = [self.y_in[step.idx_in]], [torch.full((n_in,), 1.0 / n_in, device=batch[0].device)]
+        weights = [torch.full((n_in,), 1.0 / n_in, device=batch[0].device, dtype=batch[0].dtype)]
         if len(batch) > 1:
             n_out = batch[1].shape[0]
-            labels.append(torch.full((n_out,), -1, dtype=torch.long, device=batch[1].device))
-            weights.append(torch.full((n_out,), self.lambda_oe / n_out, device=batch[1].device))
-        return torch.cat(labels), torch.cat(weights)
+            weights.append(torch.full((n_out,), self.lambda_oe / n_out, device=batch[1].device, dtype=batch[1].dtype))
+        return torch.cat(weights)
 
-    def chunk_loss(self, params: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """This chunk's share of :meth:`mean_loss` (the norm is per image, so chunks are independent)."""
+    def chunk_loss(self, params: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """This chunk's share of :meth:`mean_loss`: its first ``len(targets)`` images are InD, the rest
+        outliers (the norm is per image, so chunks are independent)."""
         logits = self.logits(params, images)
-        is_in = labels >= 0
-        per_image = torch.empty(logits.shape[0], dtype=logits.dtype, device=logits.device)
-        if is_in.any():
-            per_image[is_in] = F.cross_entropy(logits[is_in], labels[is_in], reduction="none")
-        if (~is_in).any():
-            out = logits[~is_in]
-            per_image[~is_in] = torch.logsumexp(out, dim=1) - out.mean(dim=1)  # OE, per image
-        return (per_image * weights).sum()
+        k = targets.shape[0]
+        per_image = []
+        if k:
+            per_image.append(F.cross_entropy(logits[:k], targets, reduction="none"))
+        if k < logits.shape[0]:
+            out = logits[k:]
+            per_image.append(torch.logsumexp(out, dim=1) - out.mean(dim=1))  # OE, per image
+        return (torch.cat(per_image) * weights).sum()
 
 
 def unrolled_gradients(
@@ -123,8 +133,9 @@ def constant_memory_gradients(
 
     With ``theta_{i+1} = theta_i - lr * g_i(theta_i, X)`` and the adjoint ``a_i = dL/dtheta_i``:
     ``dL/dX += -lr * d(g_i . a_{i+1})/dX``, ``dL/dlr += -(g_i . a_{i+1})`` and
-    ``a_i = a_{i+1} - lr * H_i a_{i+1}``, for i from the last step back to the first. Memory: one step's
-    graph (one chunk's, with ``chunk`` > 0) plus ``syn_steps`` parameter vectors. Returns the matching loss.
+    ``a_i = a_{i+1} - lr * H_i a_{i+1}``, for i from the last step back to the first. X is the synthetic
+    images, outliers and (when learned) soft-label logits. Memory: one step's graph (one chunk's, with
+    ``chunk`` > 0) plus ``syn_steps`` parameter vectors. Returns the matching loss.
     """
     lr = syn_lr.detach()
     x_in, x_out = student.x_in, student.x_out
@@ -133,8 +144,12 @@ def constant_memory_gradients(
         thetas.append(params)
         with torch.no_grad():
             batch = student.inputs(step, x_in.detach(), None if x_out is None else x_out.detach())
+            targets = student.targets(step.idx_in)
+        images, weights = torch.cat(batch), student.image_weights(batch)
         p = params.clone().requires_grad_(True)
-        grad = _step_gradient(student, p, step, batch, chunk)
+        grad = torch.zeros_like(p)
+        for sl, t in _chunks(batch, targets, chunk):
+            grad += torch.autograd.grad(student.chunk_loss(p, images[sl], t, weights[sl]), p)[0]
         params = params - lr * grad
     denom = ((theta0 - target) ** 2).sum()
     match = ((params - target) ** 2).sum() / denom
@@ -142,38 +157,50 @@ def constant_memory_gradients(
     grad_lr = torch.zeros_like(lr)
     for step, theta in zip(reversed(steps), reversed(thetas)):  # backward: one step at a time
         batch = student.inputs(step, x_in, x_out)  # with the graph from the synthetic images
-        images = torch.cat(batch)
-        leaf = images.detach().requires_grad_(True)
-        labels, weights = student.image_weights(step, batch)
+        targets = student.targets(step.idx_in)  # with the graph from learned label logits
+        images, weights = torch.cat(batch), student.image_weights(batch)
+        outputs = [images] + ([targets] if targets.requires_grad else [])
+        leaves = [o.detach().requires_grad_(True) for o in outputs]
+        t_leaf = leaves[1] if targets.requires_grad else targets
         p = theta.clone().requires_grad_(True)
-        hvp, grad_images, dot = torch.zeros_like(theta), torch.zeros_like(leaf), 0.0
-        size = chunk or images.shape[0]
-        for lo in range(0, images.shape[0], size):
-            sl = slice(lo, lo + size)
-            g = torch.autograd.grad(student.chunk_loss(p, leaf[sl], labels[sl], weights[sl]), p, create_graph=True)[0]
+        hvp, dot = torch.zeros_like(theta), torch.zeros_like(lr)
+        grads = [torch.zeros_like(leaf) for leaf in leaves]
+        for sl, t in _chunks(batch, t_leaf, chunk):
+            g = torch.autograd.grad(student.chunk_loss(p, leaves[0][sl], t, weights[sl]), p, create_graph=True)[0]
             g_dot_a = (g * adjoint).sum()
-            h, gx = torch.autograd.grad(g_dot_a, (p, leaf))
+            h, *gx = torch.autograd.grad(g_dot_a, [p, *leaves], allow_unused=True)
             hvp += h
-            grad_images += gx
-            dot = dot + g_dot_a.detach()
-        images.backward(-lr * grad_images)  # through the augmentation into x_in / x_out .grad
+            for acc, gi in zip(grads, gx):
+                if gi is not None:  # a chunk of outliers only does not touch the labels
+                    acc += gi
+            dot += g_dot_a.detach()
+        # through the augmentation (and the labels' softmax) into the synthetic tensors' .grad
+        torch.autograd.backward(outputs, [-lr * gi for gi in grads])
         grad_lr -= dot
         adjoint = adjoint - lr * hvp
     syn_lr.grad = grad_lr if syn_lr.grad is None else syn_lr.grad + grad_lr
     return match.detach()
 
 
-def _step_gradient(student: Student, p: torch.Tensor, step: StudentStep, batch: list[torch.Tensor], chunk: int) -> torch.Tensor:
-    """The student's parameter gradient for one step, without a graph (chunked when ``chunk`` > 0)."""
-    if not chunk:
-        return torch.autograd.grad(student.mean_loss(p, step, batch), p)[0]
-    images = torch.cat(batch)
-    labels, weights = student.image_weights(step, batch)
-    grad = torch.zeros_like(p)
-    for lo in range(0, images.shape[0], chunk):
-        sl = slice(lo, lo + chunk)
-        grad += torch.autograd.grad(student.chunk_loss(p, images[sl], labels[sl], weights[sl]), p)[0]
-    return grad
+def _chunks(batch: list[torch.Tensor], targets: torch.Tensor, chunk: int):
+    """(slice of ``torch.cat(batch)``, the InD targets inside it) for each chunk of ``chunk`` images."""
+    n, n_in = sum(b.shape[0] for b in batch), batch[0].shape[0]
+    size = chunk or n
+    for lo in range(0, n, size):
+        hi = min(lo + size, n)
+        yield slice(lo, hi), targets[min(lo, n_in) : min(hi, n_in)]
+
+
+@torch.no_grad()
+def expert_logits(task: DistillTask, x: torch.Tensor) -> torch.Tensor:
+    """Soft-label logits of the synthetic images: the mean over experts of each expert's final logits."""
+    net = task.spec.build().to(x.device)
+    net.eval()
+    total = torch.zeros(x.shape[0], task.num_classes, device=x.device)
+    for i in range(task.experts.num_experts):
+        final = task.experts.trajectory(i)[-1].to(x.device)
+        total += functional_call(net, unflatten_params(net, final), (x,))
+    return total / task.experts.num_experts
 
 
 @METHODS.register("mtt")
@@ -198,6 +225,8 @@ class TrajectoryMatching:
     init: str = "random"  # S_in starts from real images: "random" per class, or "kmeans" medoids
     memory: str = "unrolled"  # unrolled (MTT) | constant (TESLA's step-by-step recomputation, same gradients)
     chunk: int = 0  # memory constant: images per recomputed forward (0 = a whole step); needs a per-image norm
+    labels: str = "hard"  # hard | expert | learned (see LABELS)
+    lr_label: float = 2.0  # labels learned: SGD lr of the label logits (DATM's)
     dsa: bool = True  # differentiable Siamese augmentation in the student steps
     log_every: int = 10
 
@@ -209,6 +238,10 @@ class TrajectoryMatching:
             raise ValueError(f"distill.mtt.init: unknown value {self.init!r}; valid choices: {', '.join(INITS)}")
         if self.memory not in MEMORY:
             raise ValueError(f"distill.mtt.memory: unknown value {self.memory!r}; valid choices: {', '.join(MEMORY)}")
+        if self.labels not in LABELS:
+            raise ValueError(f"distill.mtt.labels: unknown value {self.labels!r}; valid choices: {', '.join(LABELS)}")
+        if self.lr_label <= 0:
+            raise ValueError(f"distill.mtt.lr_label: invalid value {self.lr_label}; expected > 0")
         if self.chunk < 0 or (self.chunk and self.memory != "constant"):
             raise ValueError(f"distill.mtt.chunk: invalid value {self.chunk}; expected 0, or > 0 with memory: constant")
         if self.iterations < 0:
@@ -234,14 +267,20 @@ class TrajectoryMatching:
         g = generator(task.seed, "distill", "mtt")
         dev = task.device
         x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, self.init))
-        start = StartingSets.of(x_in, y_in, x_out, self.lr_init)
+        label_logits = None if self.labels == "hard" else expert_logits(task, x_in)
+        soft = None if label_logits is None else torch.softmax(label_logits, dim=1)
+        start = StartingSets.of(x_in, y_in, x_out, self.lr_init, soft)
         x_in.requires_grad_(True)
         x_out.requires_grad_(True)
         has_out = task.has_outliers
         syn_lr = torch.tensor(self.lr_init, device=dev, requires_grad=True)
         opt_img = torch.optim.SGD([x_in, x_out] if has_out else [x_in], lr=self.lr_img, momentum=0.5)
-        opt_lr = torch.optim.SGD([syn_lr], lr=self.lr_lr, momentum=0.5)
-        student = Student(task.spec.build().to(dev), x_in, y_in, x_out if has_out else None, task.lambda_oe, DSA() if self.dsa else NoAugment())
+        optimizers = [opt_img, torch.optim.SGD([syn_lr], lr=self.lr_lr, momentum=0.5)]
+        if self.labels == "learned":
+            label_logits.requires_grad_(True)
+            optimizers.append(torch.optim.SGD([label_logits], lr=self.lr_label, momentum=0.9))
+        augment = DSA() if self.dsa else NoAugment()
+        student = Student(task.spec.build().to(dev), x_in, y_in, x_out if has_out else None, task.lambda_oe, augment, label_logits)
         n_in, n_out = x_in.shape[0], x_out.shape[0]
         batch_in = self.batch_syn or n_in
         batch_out = max(1, round(batch_in * n_out / n_in)) if has_out else 0
@@ -255,20 +294,29 @@ class TrajectoryMatching:
             theta0, target = traj[t].to(dev), traj[t + self.expert_epochs].to(dev)
             steps = self._draw_steps(g, n_in, batch_in, n_out, batch_out, dev)
 
-            opt_img.zero_grad(set_to_none=True)
-            opt_lr.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
             if self.memory == "constant":
                 match = constant_memory_gradients(student, theta0, target, syn_lr, steps, self.chunk)
             else:
                 match = unrolled_gradients(student, theta0, target, syn_lr, steps)
-            opt_img.step()
-            opt_lr.step()
+            for opt in optimizers:
+                opt.step()
 
             if record := log.add(it, {"loss": float(match)}, lr=float(syn_lr.detach())):
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.4f}")
 
+        final_soft = None if label_logits is None else torch.softmax(label_logits.detach(), dim=1).cpu()
         return DistilledSet(
-            x_in.detach().cpu(), y_in.cpu(), x_out.detach().cpu(), float(syn_lr.detach()), "mtt", start, log.records, log.seconds
+            x_in.detach().cpu(),
+            y_in.cpu(),
+            x_out.detach().cpu(),
+            float(syn_lr.detach()),
+            "mtt",
+            start,
+            log.records,
+            log.seconds,
+            final_soft,
         )
 
     def _draw_steps(
