@@ -229,3 +229,9 @@ def test_bad_label_options_name_the_key():
         TrajectoryMatching(labels="teacher").check(ipc=2, expert_epochs_available=8)
     with pytest.raises(ValueError, match="distill.mtt.lr_label"):
         TrajectoryMatching(labels="learned", lr_label=0).check(ipc=2, expert_epochs_available=8)
+
+
+def test_a_diverging_distillation_stops_with_a_message_naming_the_keys():
+    method = TrajectoryMatching(iterations=5, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=1e30, lr_lr=1e30)
+    with pytest.raises(FloatingPointError, match="distill.mtt: the matching loss became nan at iteration .*lr_img, lr_lr"):
+        method.run(make_task(ipc=2, pool=12, experts=_random_experts()))

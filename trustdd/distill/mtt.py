@@ -300,6 +300,11 @@ class TrajectoryMatching:
                 match = constant_memory_gradients(student, theta0, target, syn_lr, steps, self.chunk)
             else:
                 match = unrolled_gradients(student, theta0, target, syn_lr, steps)
+            if not torch.isfinite(match):
+                raise FloatingPointError(
+                    f"distill.mtt: the matching loss became {float(match)} at iteration {it} (learned lr "
+                    f"{float(syn_lr.detach()):.4g}); lower distill.mtt.lr_img, lr_lr or lr_label"
+                )
             for opt in optimizers:
                 opt.step()
 
