@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     to_inputs = prepared.transform
     start = result.start
     sets = [
-        TrainingSet("distilled", result.x_in, result.y_in, result.x_out, result.lr, "distilled"),
-        TrainingSet("init", start.x_in, start.y_in, start.x_out, start.lr, "init"),
+        TrainingSet("distilled", result.x_in, result.y_in, result.x_out, result.lr, "distilled", result.y_soft),
+        TrainingSet("init", start.x_in, start.y_in, start.x_out, start.lr, "init", start.y_soft),
     ]
     cfg = dataclasses.replace(p.evaluate, num_eval=args.nets, scores=tuple(args.scores.split(",")), random_baseline=False)
     t1 = time.time()
