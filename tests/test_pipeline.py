@@ -86,15 +86,18 @@ def project(tmp_path_factory):
 
 def test_metrics_follow_the_contract(project):
     metrics = json.loads((project / "metrics/metrics.json").read_text())
-    assert set(metrics) == {"distilled", "random", "distilled_minus_random"}
+    assert set(metrics) == {"distilled", "init", "random", "distilled_minus_init", "distilled_minus_random"}
     row = metrics["distilled"]["convnet"]
     assert set(row) == {"accuracy", "ece", "misclassification_auroc", "msp", "energy", "knn"}
     assert set(row["accuracy"]) == {"mean", "std"} and 0 <= row["accuracy"]["mean"] <= 100
     for score in ["msp", "energy", "knn"]:
         assert set(row[score]) == {"auroc", "aupr_in", "aupr_out", "fpr95_in", "fpr95_out"}
         assert all(0 <= v["mean"] <= 100 for v in row[score].values())
-    gain = metrics["distilled_minus_random"]["convnet"]
-    assert gain["accuracy"] == pytest.approx(row["accuracy"]["mean"] - metrics["random"]["convnet"]["accuracy"]["mean"], abs=1e-3)
+    for base in ("init", "random"):
+        gain = metrics[f"distilled_minus_{base}"]["convnet"]
+        other = metrics[base]["convnet"]["accuracy"]["mean"]
+        assert gain["accuracy"]["mean"] == pytest.approx(row["accuracy"]["mean"] - other, abs=1e-3)
+        assert gain["accuracy"]["std"] >= 0 and set(gain["msp"]) == {"auroc", "fpr95_in", "fpr95_out"}
     detail = json.loads((project / "metrics/ood.json").read_text())
     assert detail["groups"] == {"mnist": "near", "textures": "far", "uniform_noise": "far"}
     block = detail["results"]["distilled"]["convnet"]["ood"]["msp"]
@@ -105,6 +108,21 @@ def test_metrics_follow_the_contract(project):
     assert block["all"]["auroc"] == row["msp"]["auroc"]
     report = (project / "metrics/report.md").read_text()
     assert "| distilled | convnet | 20 | 4 |" in report and "| random | convnet | 20 | 4 |" in report
+    assert "| init | convnet | 20 | 4 |" in report and "## Distilled minus init" in report
+
+
+def test_distill_curve_holds_window_means_and_the_wall_time_stays_out_of_it(project):
+    import torch
+
+    curve = json.loads((project / "metrics/distill_curve.json").read_text())["distill"]
+    assert [r["iteration"] for r in curve] == [1, 2, 3] and all(r["iterations"] == 1 for r in curve)
+    assert all(set(r) == {"iteration", "iterations", "loss", "lr"} for r in curve)
+    times = json.loads((project / "metrics/timing/distill.json").read_text())["distill"]
+    assert [t["iteration"] for t in times] == [1, 2, 3] and times[-1]["seconds"] >= times[0]["seconds"] >= 0
+    # the distilled set carries its starting point, which evaluation trained as `init`
+    d = torch.load(project / "data/distilled/distilled.pt", weights_only=True)
+    assert d["init"]["x_in"].shape == d["x_in"].shape and not torch.equal(d["init"]["x_in"], d["x_in"])
+    assert d["init"]["lr"] == 0.05
 
 
 def test_stage_outputs_exist(project):
