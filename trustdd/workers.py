@@ -2,10 +2,12 @@
 
 ``run_jobs(fn, jobs, shared, workers)`` returns ``[fn(job, shared) for job in jobs]``. With ``workers`` 0
 it runs them here, on torch's threads (a stage's historical behaviour). With ``workers`` N > 0 it runs
-them in N spawned processes of ONE thread each: a job's float reductions then do not depend on how many
-workers there are, so the outputs are the same bytes for any N >= 1 (and differ from ``workers: 0`` only
-by float rounding). Two one-thread processes train about 1.2x more small nets per second than one
-two-thread process on a 2-core machine (benchmarks/repro_time.py).
+them in N spawned processes of ONE thread each: a job's float reductions then depend neither on how many
+workers there are nor on how many cores the machine has, so the outputs are the same bytes for any
+N >= 1 (and differ from ``workers: 0`` only by float rounding). Measured on the 2-core default
+(benchmarks/repro_time.py), two workers are no faster than one two-thread process: these small nets are
+bound by memory bandwidth, which the two processes share. With more cores than workers per job, or a
+GPU that one net leaves idle, N processes run N nets at once.
 """
 
 from __future__ import annotations
