@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nets", type=int, default=3, help="evaluation nets per set (paired by seed)")
     ap.add_argument("--scores", default="msp,energy", help="OOD scores to compute, comma-separated")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--workers", type=int, default=0, help="evaluation nets in this many one-thread processes")
     ap.add_argument("--label", default="", help="a name for this config in the output")
     ap.add_argument("--out", type=Path, help="append the JSON line to this file too")
     args = ap.parse_args(argv)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = evaluate(
         sets, to_inputs(prepared.test_x), prepared.test_y, {n: to_inputs(x) for n, x in ood.images.items()},
         ood.groups, p.net_spec(), cfg, p.lambda_oe, p.seed, device, tuple(1.0 / s for s in to_inputs.std),
+        args.workers,
     )
     head = report.headline(ev)
     curve = [r["loss"] for r in result.history]
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "label": args.label,
         "overrides": args.set,
         "nets": args.nets,
+        "per_net": {k: {m: [round(r[m] if m == "accuracy" else r["msp"]["fpr95_in"], 4) for r in ev.per_net[k][p.network.name]]
+                        for m in ("accuracy", "msp_fpr95_in")} for k in ("distilled", "init")},
         "distilled": {"accuracy": head["distilled"][p.network.name]["accuracy"], "lr": round(result.lr, 5)},
         "init": {"accuracy": head["init"][p.network.name]["accuracy"], "lr": start.lr},
         "gain": head["distilled_minus_init"][p.network.name],

@@ -15,7 +15,7 @@ leaves a half-written file.
 - ``distilled/distilled.pt``: ``x_in`` float32 (K*ipc) x C x H x W and ``x_out`` (K*ipc or 0 images)
   in the networks' normalised input space, ``y_in`` int64, ``lr`` (learned student lr), ``method``,
   ``dataset``, ``mean``, ``std``, ``zca``; ``y_soft`` float32 (K*ipc) x K class probabilities when the
-  method made soft labels (``y_in`` is then their argmax); ``init``: what the method started from,
+  method made soft labels (``y_in`` keeps the class each image was drawn for); ``init``: what the method started from,
   ``{x_in, y_in, x_out, lr[, y_soft]}``, which evaluation trains as the ``init`` set.
 """
 

@@ -32,7 +32,7 @@ class TrainingSet:
     x_out: torch.Tensor  # outliers for the OE loss (0 images when the set has none)
     lr: float | None  # the lr the set comes with (MTT learns one), else None
     origin: str  # where it came from, for the report
-    y_soft: torch.Tensor | None = None  # soft labels: N x K class probabilities nets train on (y_in = argmax)
+    y_soft: torch.Tensor | None = None  # soft labels: N x K class probabilities that nets train on instead of y_in
 
     @property
     def targets(self) -> torch.Tensor:

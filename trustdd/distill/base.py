@@ -118,7 +118,7 @@ class DistilledSet:
     start: StartingSets
     history: list[dict] = field(default_factory=list)  # one record per logging window (see LossLog)
     seconds: list[float] = field(default_factory=list)  # wall time at the end of each window (not reproducible)
-    y_soft: torch.Tensor | None = None  # soft labels (N x K class probabilities; y_in is their argmax), if any
+    y_soft: torch.Tensor | None = None  # soft labels (N x K class probabilities), if any; y_in keeps the classes
 
 
 class LossLog:
