@@ -279,6 +279,11 @@ def test_worker_processes_give_the_same_bytes_for_any_number_of_them():
     assert json.dumps(report.headline(one)) == json.dumps(report.headline(two))
     assert one.curves == two.curves and one.roc == two.roc and one.roc  # net 0's plot data comes back
     assert [c["set"] for c in one.curves][:: CFG.epochs] == ["distilled", "distilled", "random", "random"]
+    # ... and equal, to float rounding, to training them in this process on torch's threads
+    here = _run(sets, cfg=cfg, workers=0)
+    assert [c["loss"] for c in here.curves] == pytest.approx([c["loss"] for c in one.curves], rel=1e-4)
+    for key in ("distilled", "random"):
+        assert here.per_net[key]["convnet"][0]["accuracy"] == pytest.approx(one.per_net[key]["convnet"][0]["accuracy"], abs=1e-6)
 
 
 def test_soft_labels_round_trip_through_the_artefact_and_train(tmp_path):
