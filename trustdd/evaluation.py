@@ -1,8 +1,8 @@
 """Train fresh networks on a set of images and measure everything users publish about them.
 
-For every training set (the distilled set, and the baselines: the set the distillation started from, a
-random real subset of the same size, optionally the whole train set), every architecture in ``evaluate.architectures`` and every one of
-``num_eval`` nets: train for a fixed number of epochs (no checkpoint is chosen on the test set), then
+For every training set (the distilled set, and the baselines: the set the distillation started from,
+a random real subset of the same size, optionally the whole train set), every architecture in
+``evaluate.architectures`` and every one of ``num_eval`` nets: train for a fixed number of epochs (no checkpoint is chosen on the test set), then
 measure InD accuracy, calibration (ECE), misclassification AUROC and, for every OOD score, the OOD
 metrics of every OOD set. Results are the mean and std over the nets.
 
