@@ -22,7 +22,7 @@ def main() -> None:
     configure_determinism(p.seed)
     device = resolve_device(p.device)
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    task = DistillTask.from_files(p, device)
+    task = DistillTask.from_files(p, device, prepared)
     result = method.run(task)
     with atomic_dir(OUT) as out:
         artifacts.save(

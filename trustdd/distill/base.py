@@ -43,12 +43,12 @@ class DistillTask:
     mixing: str = "blockwise"
 
     @classmethod
-    def from_files(cls, p, device: torch.device, root: Path = Path(".")) -> DistillTask:
-        """The task the distill stage runs for params ``p``: the prepared InD data, the outlier pool and
-        (for methods that need them) the expert trajectories, read from the pipeline's outputs."""
+    def from_files(cls, p, device: torch.device, prepared: Prepared | None = None, root: Path = Path(".")) -> DistillTask:
+        """The task the distill stage runs for params ``p``: the prepared InD data (read unless given), the
+        outlier pool and (for methods that need them) the expert trajectories, from the pipeline's outputs."""
         from trustdd import artifacts
 
-        prepared = Prepared.from_dict(artifacts.load(root / "data/prepared/ind.pt"))
+        prepared = prepared or Prepared.from_dict(artifacts.load(root / "data/prepared/ind.pt"))
         pool = artifacts.load(root / "data/outliers/pool.pt")
         return cls(
             real_x=prepared.norm(prepared.train_x),
