@@ -31,3 +31,12 @@ def test_trustdd_loss_adds_weighted_oe_and_skips_empty_outliers():
     assert torch.allclose(trustdd_loss(logits_in, labels, logits_out, 0.5), ce + 0.5 * oe_loss(logits_out))
     assert torch.allclose(trustdd_loss(logits_in, labels, None, 0.5), ce)
     assert torch.allclose(trustdd_loss(logits_in, labels, logits_out[:0], 0.5), ce)
+
+
+def test_oe_loss_per_row_averages_to_the_batch_loss():
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    rows = oe_loss(logits, reduction="none")
+    assert rows.shape == (5,)
+    assert math.isclose(float(oe_loss(logits[2:3])), float(rows[2]), rel_tol=1e-6)
+    assert float(rows.mean()) == float(oe_loss(logits))
+    assert oe_loss(logits[:0], reduction="none").shape == (0,)

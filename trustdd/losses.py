@@ -6,15 +6,16 @@ import torch
 import torch.nn.functional as F
 
 
-def oe_loss(logits: torch.Tensor) -> torch.Tensor:
+def oe_loss(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Outlier Exposure (Hendrycks et al. 2019): cross-entropy from the softmax to the uniform distribution.
 
-    ``-(mean_k f_k(x) - logsumexp_k f_k(x))``, averaged over the batch. Its minimum, log(K), is reached
-    when all logits of a row are equal.
+    ``-(mean_k f_k(x) - logsumexp_k f_k(x))``, averaged over the batch (``reduction="none"``: one value
+    per row). Its minimum, log(K), is reached when all logits of a row are equal.
     """
     if logits.numel() == 0:
-        return logits.sum()
-    return -(logits.mean(dim=1) - torch.logsumexp(logits, dim=1)).mean()
+        return logits.sum() if reduction == "mean" else logits.sum(dim=1)
+    per_row = -(logits.mean(dim=1) - torch.logsumexp(logits, dim=1))
+    return per_row.mean() if reduction == "mean" else per_row
 
 
 def trustdd_loss(

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from trustdd.augment import DSA, NoAugment
 from trustdd.distill.base import INITS, METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
-from trustdd.losses import trustdd_loss
+from trustdd.losses import oe_loss, trustdd_loss
 from trustdd.networks import unflatten_params
 from trustdd.runtime import generator
 from trustdd.training import seed_from
@@ -101,8 +101,7 @@ class Student:
         if k:
             per_image.append(F.cross_entropy(logits[:k], targets, reduction="none"))
         if k < logits.shape[0]:
-            out = logits[k:]
-            per_image.append(torch.logsumexp(out, dim=1) - out.mean(dim=1))  # OE, per image
+            per_image.append(oe_loss(logits[k:], reduction="none"))
         return (torch.cat(per_image) * weights).sum()
 
 
@@ -151,9 +150,8 @@ def constant_memory_gradients(
         for sl, t in _chunks(batch, targets, chunk):
             grad += torch.autograd.grad(student.chunk_loss(p, images[sl], t, weights[sl]), p)[0]
         params = params - lr * grad
-    denom = ((theta0 - target) ** 2).sum()
-    match = ((params - target) ** 2).sum() / denom
-    adjoint = 2 * (params - target) / denom
+    match = trajectory_matching_loss(params, theta0, target)
+    adjoint = 2 * (params - target) / ((theta0 - target) ** 2).sum()
     grad_lr = torch.zeros_like(lr)
     for step, theta in zip(reversed(steps), reversed(thetas)):  # backward: one step at a time
         batch = student.inputs(step, x_in, x_out)  # with the graph from the synthetic images
