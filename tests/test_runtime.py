@@ -1,7 +1,11 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from trustdd.runtime import atomic_dir, generator, resolve_device
+from trustdd.runtime import atomic_dir, generator, remove_stale_tmp, resolve_device, write_all
 
 
 def test_atomic_dir_replaces_on_success(tmp_path):
@@ -42,3 +46,42 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_scratch_folders_of_killed_runs_are_removed_by_the_next_run(tmp_path, capsys):
+    out = tmp_path / "experts"
+    dead = tmp_path / f".experts.tmp-{_dead_pid()}"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "expert_000.pt").write_bytes(b"x" * 1000)
+    dead_file = tmp_path / f".experts.tmp-{_dead_pid()}"
+    dead_file.write_text("half")
+    live = tmp_path / f".experts.tmp-{os.getppid()}"  # a running process: maybe another run's, left alone
+    live.mkdir()
+    other = tmp_path / ".ood.tmp-1"  # another output's: not this stage's to clean
+    other.mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "meta.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["experts", live.name, other.name])
+    assert f"removed {dead}, left by a run that was killed" in capsys.readouterr().err
+    assert remove_stale_tmp(out) == []
+
+
+def test_write_all_replaces_every_file_or_none(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("old a")
+    b.write_text("old b")
+    blocker = tmp_path / "plots"
+    blocker.write_text("a file where a folder is needed")
+    with pytest.raises(OSError):
+        write_all({a: "new a", b: "new b", blocker / "roc.json": "x"})
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "plots"]
+    write_all({a: "new a", b: "new b"})
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "plots"]

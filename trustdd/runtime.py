@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,8 +54,37 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"device: unknown value {name!r}; valid choices: {', '.join(DEVICES)}")
 
 
-def _tmp_sibling(path: Path) -> Path:
+def tmp_sibling(path: Path) -> Path:
+    """This process's scratch name for ``path`` (``.NAME.tmp-PID``), after removing the ones that
+    killed runs left behind: an expert buffer's can be gigabytes."""
+    remove_stale_tmp(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_tmp(path: str | Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID`` siblings of ``path`` whose process no longer runs (a stage killed by
+    SIGKILL or the OOM killer cannot clean up after itself); a live process's scratch is left alone.
+    Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for tmp in sorted(path.parent.glob(f".{path.name}.tmp-*")) if path.parent.is_dir() else []:
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink(missing_ok=True)
+        print(f"removed {tmp}, left by a run that was killed (process {pid})", file=sys.stderr)
+        removed.append(tmp)
+    return removed
 
 
 @contextmanager
@@ -64,7 +94,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     A stage killed half-way leaves at most a hidden ``.NAME.tmp-PID`` folder, never a half-written output.
     """
     path = Path(path)
-    tmp = _tmp_sibling(path)
+    tmp = tmp_sibling(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -78,12 +108,32 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_all({path: text})
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def write_all(files: dict[str | Path, str]) -> None:
+    """Write several text files as one result: every file goes to a scratch name first, and only when all
+    are on disk are they renamed over the old ones. An error or a kill before that leaves every old file
+    as it was (the renames themselves take microseconds)."""
+    staged = []
+    try:
+        for path, text in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tmp_sibling(path)
+            staged.append((tmp, path))
+            tmp.write_text(text)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
