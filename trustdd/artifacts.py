@@ -2,11 +2,13 @@
 
 All tensors are saved with ``torch.save`` (zip format, ``weights_only``-loadable: tensors, lists,
 dicts, strings and numbers only), written to a temporary name and renamed, so a killed stage never
-leaves a half-written file.
+leaves a half-written file. A file that exists but cannot be read raises :class:`ArtifactError`, naming
+it and how to restore it (``dvc checkout`` or rerunning the stage that makes it, found in ``dvc.yaml``).
 
 - ``prepared/ind.pt``: ``train_x``/``test_x`` uint8 N x C x H x W, ``train_y``/``test_y`` int64,
   ``dataset``, ``classes``, ``mean``, ``std``.
-- ``prepared/ood.pt``: ``{set name: uint8 N x C x H x W}``.
+- ``ood/ood.pt``: ``images`` ``{set name: uint8 N x C x H x W}``, ``groups`` ``{set name: near | far}``,
+  and ``skipped`` ``{set name: why}`` when optional sets were left out because their files are missing.
 - ``outliers/pool.pt``: ``x`` uint8, ``kind`` int64, ``kinds`` (names), ``source``.
 - ``experts/expert_XXX.pt``: ``trajectory`` float32 (epochs + 1) x P, the flat parameter vector of
   the network after 0, 1, ..., E epochs (order: ``net.parameters()``), one file (shard) per expert,
@@ -22,24 +24,71 @@ leaves a half-written file.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+
+from trustdd.runtime import tmp_sibling
+
+
+class ArtifactError(RuntimeError):
+    """A file that a stage reads exists but cannot be read (truncated, damaged, or not a torch file)."""
 
 
 def save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
+    tmp = tmp_sibling(path)
+    try:
+        torch.save(obj, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
 def load(path: str | Path, mmap: bool = False) -> Any:
     """``mmap=True`` maps the tensors' storage from the file instead of reading it: only the parts that
-    are indexed are read from disk (e.g. two epochs of an expert trajectory)."""
+    are indexed are read from disk (e.g. two epochs of an expert trajectory).
+
+    A file that is missing, or present but unreadable, raises an error naming it and how to get it back."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (`dvc repro`)")
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ArtifactError(f"{path} cannot be read ({type(err).__name__}: {_first_line(err)}); {restore_hint(path)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no detail"
+
+
+def producer(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
+    """The stage in ``dvc_yaml`` whose output is ``path`` or a folder holding it (None when none is)."""
+    try:
+        stages = yaml.safe_load(Path(dvc_yaml).read_text()).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    target = Path(os.path.normpath(path))
+    for name, stage in stages.items():
+        for out in [*stage.get("outs", []), *stage.get("metrics", [])]:
+            out = Path(os.path.normpath(next(iter(out)) if isinstance(out, dict) else out))
+            if target == out or out in target.parents:
+                return name
+    return None
+
+
+def restore_hint(path: str | Path) -> str:
+    """How to get a damaged file back: from DVC's cache, or by making it again."""
+    stage = producer(path)
+    if stage is None:
+        return "it is damaged or truncated: replace it with a complete copy"
+    return (f"it is damaged or truncated: restore it from DVC's cache with `dvc checkout {path}`, "
+            f"or make it again with `dvc repro -f -s {stage}`")

@@ -5,11 +5,21 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from trustdd.artifacts import ArtifactError
 from trustdd.datasets import DataNotFoundError
+from trustdd.distilled_sets import DistilledSetError
 from trustdd.image_sources import ImageSourceError
 from trustdd.params import ParamsError
 
-USER_ERRORS = (ParamsError, DataNotFoundError, ImageSourceError, NotImplementedError, FileNotFoundError)
+USER_ERRORS = (
+    ParamsError,
+    DataNotFoundError,
+    ImageSourceError,
+    DistilledSetError,  # evaluate.set names something that is not a readable set
+    ArtifactError,  # a damaged intermediate file: the message says how to restore it
+    NotImplementedError,
+    FileNotFoundError,
+)
 
 
 def run_stage(main: Callable[[], None]) -> None:
