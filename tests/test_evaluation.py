@@ -85,6 +85,11 @@ def test_uint8_images_go_through_the_transform_and_soft_labels_become_hard(tmp_p
     assert loaded.set.y_in.tolist() == [1, 0]
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:5000])
+    return path
+
+
 @pytest.mark.parametrize(
     "make, pattern",
     [
@@ -98,6 +103,10 @@ def test_uint8_images_go_through_the_transform_and_soft_labels_become_hard(tmp_p
             r"has no labels file beside it; expected .*labels.pt",
         ),
         (lambda d: torch.save([1, 2], d / "other.pt") or d / "other.pt", r"is not a trustdd distilled set"),
+        (
+            lambda d: torch.save({"x_in": torch.zeros(600, *SHAPE)}, d / "cut.pt") or _truncate(d / "cut.pt"),
+            r"evaluate.set: .*cut.pt cannot be read \(.*\); it is damaged or truncated: replace it with a complete copy",
+        ),
     ],
 )
 def test_unreadable_sets_are_clear_errors(tmp_path, make, pattern):
@@ -265,6 +274,11 @@ def test_report_headline_paired_gains_over_init_and_random_and_markdown():
     assert "| distilled | convnet | 6 | 2 |" in md and "| init | convnet | 6 | 2 |" in md and "| random | convnet | 6 | 2 |" in md
     assert "## Distilled minus init" in md and "## Distilled minus random" in md and "| convnet | msp |" in md
     assert "near_set (near)" in md and "**far**" in md
+    skipped = {"places365": "missing: data/raw/places365/val_256"}
+    about = {"set": "x.pt", "method": "mtt", "num_eval": 2, "skipped_ood_sets": skipped}
+    assert "**Skipped OOD sets** (optional, files missing; not in any average): places365: missing: data/raw/places365/val_256" in report.markdown(ev, {}, about)
+    assert report.detail(ev, {}, about)["about"]["skipped_ood_sets"] == skipped
+    assert "Skipped" not in md
 
 
 def test_rounded_turns_nan_into_null():

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import apply_overrides
 
@@ -85,9 +86,40 @@ def test_bad_values_name_key_value_and_choices(tmp_path, override, pattern):
         load_params(write(tmp_path, **override))
 
 
-def test_knn_k_is_not_checked_against_the_ipc_for_a_set_made_elsewhere(tmp_path):
-    p = load_params(write(tmp_path, evaluate__set="elsewhere/images_best.pt", evaluate__score_options={"knn": {"k": 500}}))
-    assert p.evaluate.score_options == {"knn": {"k": 500}}  # checked against the set's size when it is loaded
+def _external_set(folder: Path, n: int = 30) -> Path:
+    folder.mkdir()
+    torch.save(torch.zeros(n, 1, 28, 28), folder / "images_best.pt")
+    torch.save(torch.arange(n) % 10, folder / "labels_best.pt")
+    return folder / "images_best.pt"
+
+
+def test_knn_k_is_checked_against_the_size_of_a_set_made_elsewhere(tmp_path):
+    images = _external_set(tmp_path / "elsewhere", n=600)
+    p = load_params(write(tmp_path, evaluate__set=str(images), evaluate__score_options={"knn": {"k": 500}}))
+    assert p.evaluate.score_options == {"knn": {"k": 500}}  # 500 < 600 images, though above ipc x classes = 100
+    small = _external_set(tmp_path / "small", n=30)
+    with pytest.raises(ParamsError, match=r"knn"):
+        load_params(write(tmp_path, evaluate__set=str(small), evaluate__score_options={"knn": {"k": 500}}))
+
+
+def test_evaluate_set_is_read_when_params_are_validated(tmp_path):
+    with pytest.raises(ParamsError, match=r"params: evaluate.set: '.*nowhere.pt' does not exist"):
+        load_params(write(tmp_path, evaluate__set=str(tmp_path / "nowhere.pt")))
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    with pytest.raises(ParamsError, match=r"params: evaluate.set: no images_best.pt or images.pt in .*no_images"):
+        load_params(write(tmp_path, evaluate__set=str(empty)))
+    cut = tmp_path / "cut.pt"
+    torch.save({"x_in": torch.zeros(100, 1, 28, 28), "y_in": torch.zeros(100, dtype=torch.long)}, cut)
+    cut.write_bytes(cut.read_bytes()[:20000])
+    with pytest.raises(ParamsError, match=r"params: evaluate.set: .*cut.pt cannot be read \(.*\); it is damaged or truncated"):
+        load_params(write(tmp_path, evaluate__set=str(cut)))
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    torch.save(torch.zeros(4, 3, 32, 32), rgb / "images.pt")
+    torch.save(torch.zeros(4, dtype=torch.long), rgb / "labels.pt")
+    with pytest.raises(ParamsError, match=r"evaluate.set: images in .* have shape \(4, 3, 32, 32\); expected N x 1 x 28 x 28"):
+        load_params(write(tmp_path, evaluate__set=str(rgb)))
 
 
 def test_user_ood_sets_parse_into_typed_entries(tmp_path):

@@ -56,12 +56,13 @@ KEY = "evaluate.set"
 
 
 def load_distilled(
-    path: str | Path, transform: InputTransform, shape: tuple[int, int, int], num_classes: int
+    path: str | Path, transform: InputTransform | None, shape: tuple[int, int, int], num_classes: int
 ) -> LoadedSet:
     """Read a distilled set. ``transform`` and ``shape`` come from the prepared InD data: plain tensor pairs
     carry no transform of their own, so float images are taken to be in that input space already (as MTT
     saves them: normalised, and ZCA-whitened when it ran with --zca; set ``data.zca`` to match) and uint8
-    images are mapped through it."""
+    images are mapped through it (``transform=None``, as params validation reads the set before any data is
+    prepared, leaves them as they are: every shape and label check still runs)."""
     path = Path(path)
     if not path.exists():
         raise DistilledSetError(
@@ -69,7 +70,7 @@ def load_distilled(
             "images*.pt file (its labels*.pt beside it), or a folder holding such a pair"
         )
     if path.is_file() and not path.name.startswith("images"):
-        d = artifacts.load(path)
+        d = _read(path)
         if not isinstance(d, dict) or not {"x_in", "y_in"} <= set(d):
             raise DistilledSetError(
                 f"{KEY}: {str(path)!r} is not a trustdd distilled set (a dict with x_in, y_in, x_out, lr, mean, std); "
@@ -92,7 +93,7 @@ def load_distilled(
     images, labels = _pair(path)
     x = _tensor(images, "images")
     y = _tensor(labels, "labels")
-    if x.dtype == torch.uint8:
+    if x.dtype == torch.uint8 and transform is not None:
         x = transform(x)
     if y.is_floating_point():
         if y.ndim != 2:
@@ -138,8 +139,15 @@ def _pair(path: Path) -> tuple[Path, Path]:
     return images, labels
 
 
+def _read(path: Path):
+    try:
+        return artifacts.load(path)
+    except artifacts.ArtifactError as err:
+        raise DistilledSetError(f"{KEY}: {err}") from None
+
+
 def _tensor(path: Path, what: str) -> torch.Tensor:
-    obj = artifacts.load(path)
+    obj = _read(path)
     if not isinstance(obj, torch.Tensor):
         raise DistilledSetError(f"{KEY}: {str(path)!r} holds a {type(obj).__name__}; expected one tensor of {what}")
     return obj.detach().cpu()

@@ -15,6 +15,7 @@ import yaml
 from trustdd.corruptions import CORRUPTIONS, make_corruption
 from trustdd.datasets import DATASETS
 from trustdd.distill import METHODS, MIXINGS
+from trustdd.distilled_sets import DistilledSetError, load_distilled
 from trustdd.evaluation import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.networks import NETWORKS, NORMS, NetSpec
@@ -322,15 +323,21 @@ def _validate_evaluate(p: Params) -> None:
     for name in e.score_options:
         if name not in SCORES:
             raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
-    try:
-        scores = {name: make_score(name, e.score_options.get(name)) for name in set(e.scores) | set(e.score_options)}
-        if e.set == EvalConfig.set:  # the pipeline's own set: its size is known now
-            for score in scores.values():
-                score.check(p.ipc * DATASETS.get(p.dataset).num_classes)
-    except ValueError as err:
-        raise ParamsError(f"params: {err}") from None
     if not e.set:
         raise _fail("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
+    spec = p.net_spec()
+    size = p.ipc * spec.num_classes  # the pipeline's own set: its size is known now
+    if e.set != EvalConfig.set:  # a set made elsewhere is read now, not after the upstream stages ran
+        try:
+            loaded = load_distilled(e.set, None, (spec.channels, spec.image_size, spec.image_size), spec.num_classes)
+        except DistilledSetError as err:
+            raise ParamsError(f"params: {err}") from None
+        size = loaded.set.x_in.shape[0]
+    try:
+        for name in set(e.scores) | set(e.score_options):
+            make_score(name, e.score_options.get(name)).check(size)
+    except ValueError as err:
+        raise ParamsError(f"params: {err}") from None
     _at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
     if not e.baseline_lr > 0:
         raise _fail("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
