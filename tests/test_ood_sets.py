@@ -134,6 +134,16 @@ def test_optional_missing_set_is_skipped_and_reported(tmp_path, capsys):
     assert "optional set 'later' skipped" in capsys.readouterr().out
 
 
+def test_skipped_sets_travel_with_the_artefact_to_evaluation(tmp_path):
+    user = (UserOODSet(name="later", path=str(tmp_path / "not_yet"), optional=True),)
+    sets = build_ood_sets(("uniform_noise",), user, {}, 10, SHAPE, seed=0)
+    assert sets.skipped == {"later": f"{str(tmp_path / 'not_yet')!r} does not exist"}
+    again = OODSets.from_dict(sets.to_dict())
+    assert again.skipped == sets.skipped and list(again.images) == ["uniform_noise"]
+    plain = build_ood_sets(("uniform_noise",), (), {}, 10, SHAPE, seed=0)
+    assert "skipped" not in plain.to_dict() and OODSets.from_dict(plain.to_dict()).skipped == {}
+
+
 def test_user_npy_is_converted_and_group_overrides_apply(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8))
     user = (UserOODSet(name="arr", format="npy", path=str(tmp_path / "x.npy")),)

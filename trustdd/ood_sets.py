@@ -204,13 +204,14 @@ class OODSets:
     images: dict[str, torch.Tensor]  # uint8 N x C x H x W, InD shape
     groups: dict[str, str]  # set -> near | far (ungrouped sets are absent)
     report: dict[str, dict] = field(default_factory=dict)  # set -> {source, images, group, skipped...}
+    skipped: dict[str, str] = field(default_factory=dict)  # optional sets left out because missing -> why
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "groups": self.groups}
+        return {"images": self.images, "groups": self.groups, **({"skipped": self.skipped} if self.skipped else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "OODSets":
-        return cls(d["images"], d["groups"])
+        return cls(d["images"], d["groups"], skipped=d.get("skipped", {}))
 
     def preview(self, per_set: int = 8) -> torch.Tensor:
         """The first ``per_set`` images of every non-empty set, one row each (black where a set is
@@ -294,7 +295,7 @@ def build_ood_sets(
         key = f"ood.user[{i}]"
         if u.optional and not Path(u.path).exists():
             print(f"warning: {key}: optional set {u.name!r} skipped: {u.path!r} does not exist")
-            report[u.name] = {"source": f"{u.format} {u.path}", "images": 0, "skipped_set": "path does not exist"}
+            report[u.name] = {"source": f"{u.format} {u.path}", "images": 0, "skipped_set": f"{u.path!r} does not exist"}
             continue
         images[u.name], report[u.name] = read_user_set(u, key, shape, size, generator(seed, "ood", u.name))
         if u.group:
@@ -302,4 +303,5 @@ def build_ood_sets(
     groups.update({k: v for k, v in group_overrides.items() if k in images})
     for name, r in report.items():
         r["group"] = groups.get(name, "")
-    return OODSets(images, groups, report)
+    missing = {name: r["skipped_set"] for name, r in report.items() if "skipped_set" in r}
+    return OODSets(images, groups, report, missing)

@@ -102,6 +102,12 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
         "Higher score = more in-distribution. FPR95 (InD+): OOD accepted while 95% of InD is kept; "
         "FPR95 (OOD+): InD rejected while 95% of OOD is caught (OpenOOD's). All values in %.",
         "",
+    ]
+    skipped = about.get("skipped_ood_sets", {})
+    if skipped:
+        lines += ["**Skipped OOD sets** (optional, files missing; not in any average): "
+                  + "; ".join(f"{name}: {why}" for name, why in skipped.items()), ""]
+    lines += [
         "## Classification (InD test set)",
         "",
     ]
