@@ -9,7 +9,7 @@ from trustdd.cli import run_stage
 from trustdd.data import Prepared
 from trustdd.distill import DistillTask
 from trustdd.params import load_params
-from trustdd.runtime import atomic_dir, configure_determinism, resolve_device, write_json
+from trustdd.runtime import atomic_dir, configure_determinism, json_text, resolve_device, write_all
 
 OUT = Path("data/distilled")
 CURVE = Path("metrics/distill_curve.json")
@@ -44,9 +44,9 @@ def main() -> None:
         save_image(to_pixels(result.x_in), out / "images_in.png", nrow=p.ipc, padding=1)
         if result.x_out.shape[0]:
             save_image(to_pixels(result.x_out), out / "images_out.png", nrow=p.ipc, padding=1)
-    write_json(CURVE, {"distill": result.history})
     # wall time differs run to run, so it stays out of the DVC-tracked curve (and out of dvc.lock)
-    write_json(TIMES, {"distill": [{"iteration": r["iteration"], "seconds": s} for r, s in zip(result.history, result.seconds)]})
+    times = [{"iteration": r["iteration"], "seconds": s} for r, s in zip(result.history, result.seconds)]
+    write_all({CURVE: json_text({"distill": result.history}), TIMES: json_text({"distill": times})})
     print(f"distilled with {result.method}: S_in {tuple(result.x_in.shape)}, S_out {tuple(result.x_out.shape)}, lr {result.lr:.5f}")
 
 

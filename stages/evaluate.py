@@ -9,7 +9,7 @@ from trustdd.distilled_sets import full_data, load_distilled, random_subset
 from trustdd.evaluation import evaluate
 from trustdd.ood_sets import OODSets
 from trustdd.params import load_params
-from trustdd.runtime import atomic_write_text, configure_determinism, resolve_device, write_json
+from trustdd.runtime import configure_determinism, json_text, resolve_device, write_all
 
 METRICS = Path("metrics/metrics.json")
 DETAIL = Path("metrics/ood.json")
@@ -54,13 +54,18 @@ def main() -> None:
         p.workers,
     )
     about = {"set": p.evaluate.set, "method": loaded.method, "num_eval": p.evaluate.num_eval}
+    if ood.skipped:
+        about["skipped_ood_sets"] = ood.skipped
     head = report.headline(ev)
-    write_json(METRICS, head)
-    write_json(DETAIL, report.detail(ev, ood.groups, about))
-    atomic_write_text(REPORT, report.markdown(ev, ood.groups, about))
-    write_json(CURVES, {"train": report.curve_rows(ev)})
-    write_json(ROC, {"roc": ev.roc})
-    write_json(HISTOGRAMS, {"histogram": ev.histograms})
+    # all or nothing: the previous results stay in place until every new file is complete (dvc.yaml: persist)
+    write_all({
+        METRICS: json_text(head),
+        DETAIL: json_text(report.detail(ev, ood.groups, about)),
+        REPORT: report.markdown(ev, ood.groups, about),
+        CURVES: json_text({"train": report.curve_rows(ev)}),
+        ROC: json_text({"roc": ev.roc}),
+        HISTOGRAMS: json_text({"histogram": ev.histograms}),
+    })
     main_row, first = head["distilled"][p.evaluate.architectures[0]], p.evaluate.scores[0]
     print(
         f"accuracy {main_row['accuracy']['mean']:.2f} +- {main_row['accuracy']['std']:.2f}; {first} mean AUROC "

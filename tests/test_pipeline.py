@@ -57,6 +57,18 @@ def run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def run_failing(cmd: list[str], cwd: Path) -> str:
+    """Run a command that must fail; returns its output."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHONPATH=str(cwd))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0, f"{' '.join(cmd)} succeeded:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def stages_run(out: str) -> list[str]:
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
+
+
 def outs_md5(lock_path: Path) -> dict:
     lock = yaml.safe_load(lock_path.read_text())
     return {
@@ -239,6 +251,48 @@ def test_bad_param_fails_fast_with_a_clear_message(project):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_misspelt_key_anywhere_stops_the_run_before_any_stage_works(project):
+    good = (project / "params.yaml").read_text()
+    try:
+        set_params(project, outliers__per_type=21)  # makes prepare_outliers and everything after it out of date
+        (project / "params.yaml").write_text((project / "params.yaml").read_text() + "lamda_oe: 0.1\n")
+        out = run_failing(["dvc", "repro"], project)
+        assert stages_run(out) == ["check_params"]
+        assert "params: unknown key(s) lamda_oe; valid keys: seed, dataset" in out and "Traceback" not in out
+        (project / "params.yaml").write_text(good)
+        set_params(project, outliers__per_type=21, distill__dsa__iteration=3)  # method is mtt: dsa's section is not tracked
+        out = run_failing(["dvc", "repro"], project)
+        assert stages_run(out) == ["check_params"] and "unknown key(s) distill.dsa.iteration" in out
+    finally:
+        (project / "params.yaml").write_text(good)
+
+
+def test_a_missing_evaluate_set_stops_the_run_before_the_upstream_stages(project):
+    good = (project / "params.yaml").read_text()
+    try:
+        set_params(project, outliers__per_type=21, evaluate__set="runs/elsewhere/images_best.pt")
+        out = run_failing(["dvc", "repro"], project)
+        assert stages_run(out) == ["check_params"]
+        assert "params: evaluate.set: 'runs/elsewhere/images_best.pt' does not exist" in out
+    finally:
+        (project / "params.yaml").write_text(good)
+
+
+def test_a_failed_evaluation_keeps_the_last_complete_results(project):
+    metrics = sorted(p for p in (project / "metrics").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in metrics}
+    ood = project / "data/ood/ood.pt"
+    ood.write_bytes(ood.read_bytes()[:5000])  # a damaged input: evaluation fails after DVC started it
+    out = run_failing(["dvc", "repro", "-s", "evaluate"], project)
+    assert stages_run(out) == ["evaluate"]
+    assert ("error: data/ood/ood.pt cannot be read" in out and "`dvc checkout data/ood/ood.pt`" in out
+            and "`dvc repro -f -s prepare_ood`" in out and "Traceback" not in out)
+    assert {p: p.read_bytes() for p in metrics} == before
+    assert not list((project / "metrics").rglob(".*.tmp-*"))
+    run(["dvc", "checkout", "data/ood"], project)
+    assert "up to date" in run(["dvc", "status"], project)
+
+
 def test_dsa_trains_no_experts_and_writes_the_same_artefact(project):
     import torch
 
@@ -258,7 +312,7 @@ def test_dsa_trains_no_experts_and_writes_the_same_artefact(project):
 def test_editing_the_other_methods_options_reruns_nothing(project):
     set_params(project, distill__mtt__iterations=4)
     out = run(["dvc", "repro"], project)
-    assert "Running stage" not in out
+    assert stages_run(out) == ["check_params"]  # checked, and its unchanged output reruns nothing else
 
 
 def test_switching_back_to_mtt_restores_experts_from_the_run_cache(project):
