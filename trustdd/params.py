@@ -196,11 +196,15 @@ def validate(p: Params) -> Params:
         OE_FORMATS.get(p.outliers.oe.format)
     except UnknownChoiceError as err:
         raise ParamsError(f"params: {err}") from None
-    for name, options in p.outliers.options.items():
+    for name in p.outliers.options:
         if name not in CORRUPTIONS:
             raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
+    # every corruption's knobs (defaults included) against the InD images it will corrupt
+    used = p.outliers.corruptions if p.outliers.source == "poe" else ()
+    shape = p.ind_shape() if p.data.image_size >= 0 else None  # a negative size is refused below
+    for name in dict.fromkeys([*p.outliers.options, *used]):
         try:
-            make_corruption(name, options)
+            make_corruption(name, p.outliers.options.get(name), shape)
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
     channels = DATASETS.get(p.dataset).channels
@@ -273,7 +277,7 @@ def validate(p: Params) -> Params:
     for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
         p.method_config(name)
     try:
-        p.method_config().check(p.ipc, p.experts.epochs)
+        p.method_config().check(p.ipc, p.experts.epochs, p.network.norm)
     except ValueError as err:
         raise ParamsError(f"params: {err}") from None
     return p
@@ -324,9 +328,10 @@ def _validate_evaluate(p: Params) -> None:
             raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
     try:
         scores = {name: make_score(name, e.score_options.get(name)) for name in set(e.scores) | set(e.score_options)}
-        if e.set == EvalConfig.set:  # the pipeline's own set: its size is known now
-            for score in scores.values():
-                score.check(p.ipc * DATASETS.get(p.dataset).num_classes)
+        # the pipeline's own set: its size is known now (another set's is checked when it is loaded)
+        num_train = p.ipc * DATASETS.get(p.dataset).num_classes if e.set == EvalConfig.set else None
+        for score in scores.values():
+            score.check(num_train)
     except ValueError as err:
         raise ParamsError(f"params: {err}") from None
     if not e.set:
