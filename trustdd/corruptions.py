@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 from trustdd.registry import Registry
 
@@ -103,11 +102,44 @@ class Invert(Corruption):
         return out
 
 
+def _box_resize(n_in: int, n_out: int) -> torch.Tensor:
+    """The ``n_out x n_in`` matrix of a 1-D box resize as PIL's ``BOX`` filter does it (float64).
+
+    Output pixel i spans ``[i, i + 1) x scale`` input pixels, ``scale = n_in / n_out``, widened to one pixel
+    when upsampling; every input pixel whose CENTRE falls in the span (upper edge included) counts once,
+    and the row is normalised. So a pixel is never split between outputs: downsampling partitions the
+    input into runs of whole pixels (32 -> 6: 5, 6, 5, 5, 6, 5) and upsampling copies the input pixel
+    under each output pixel's centre. The span edges are computed in PIL's order of float operations.
+    """
+    scale = n_in / n_out
+    width = max(scale, 1.0)
+    centre = (torch.arange(n_out, dtype=torch.float64) + 0.5) * scale
+    lo = torch.floor(centre - width / 2 + 0.5).clamp(min=0)
+    hi = torch.floor(centre + width / 2 + 0.5).clamp(max=n_in)
+    j = torch.arange(n_in, dtype=torch.float64)
+    t = (j[None, :] - centre[:, None] + 0.5) * (1.0 / width)  # offset from the centre, in spans
+    inside = (t > -0.5) & (t <= 0.5) & (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
+    weights = inside.double()
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+@lru_cache(maxsize=64)
+def _mosaic_matrix(side: int, blocks: int) -> torch.Tensor:
+    """``side x side``: box-downsample to ``blocks`` then box-upsample back, as one matrix."""
+    return (_box_resize(blocks, side) @ _box_resize(side, blocks)).float()
+
+
 @CORRUPTIONS.register("pixelate")
 @dataclass(frozen=True)
 class Pixelate(Corruption):
-    """Mosaic: box-downsample to ``factor`` x size (6x6 for 32x32 at 0.2), then box-upsample back.
-    ``factor`` in (0, 1], and large enough to leave at least one block per side."""
+    """Mosaic, as the TrustDD code makes it with PIL: a ``BOX`` resize down to ``int(factor x side)``
+    blocks per axis (6x6 for 32x32 at 0.2, 5x5 for 28x28), then a ``BOX`` resize back up. PIL's box
+    filter gives each input pixel to exactly one block (the one its centre falls in; blocks are 5 or 6
+    pixels wide at 32 -> 6) and the upsampling paints each block back over exactly those pixels, so every
+    output block is the plain mean of the input pixels it covers. Computed on the batch as
+    ``M_h @ x @ M_w^T`` with one mosaic matrix per axis: equal to PIL on float (mode F) images to float
+    precision, and within 1 grey level of PIL on uint8 images once quantised (PIL rounds after each 1-D
+    pass). ``factor`` in (0, 1], and large enough to leave at least one block per side."""
 
     factor: float = 0.2
 
@@ -121,8 +153,9 @@ class Pixelate(Corruption):
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         self.check(tuple(x.shape[1:]))
         h, w = x.shape[-2:]
-        small = F.adaptive_avg_pool2d(x, (max(1, round(h * self.factor)), max(1, round(w * self.factor))))
-        return F.interpolate(small, size=(h, w), mode="nearest")
+        m_h = _mosaic_matrix(h, int(h * self.factor)).to(x.device, x.dtype)
+        m_w = _mosaic_matrix(w, int(w * self.factor)).to(x.device, x.dtype)
+        return (m_h @ x @ m_w.T).clamp(0, 1)
 
 
 @CORRUPTIONS.register("speckle")
