@@ -209,3 +209,14 @@ def test_every_stage_stops_with_the_message_before_any_work(tmp_path, monkeypatc
     assert exit_.value.code == 2
     assert f"error: params: {message}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing read or written
+
+
+def test_a_mixing_corruption_needs_two_images_per_batch():
+    with pytest.raises(ParamsError, match=r"outliers.per_type: invalid value 1; expected 0 or >= 2: 'mean_mix' pairs"):
+        params_from_dict(params(outliers__corruptions=["jigsaw", "mean_mix"], outliers__per_type=1))
+    # a last chunk of one image joins the one before it rather than failing
+    request = PoolRequest(torch.zeros(9, 1, 8, 8, dtype=torch.uint8), ("geometric_mean_mix",), {}, 9, torch.Generator())
+    assert build_pool("poe", request).x.shape == (9, 1, 8, 8)
+    from trustdd.outliers import SOURCES
+
+    assert SOURCES.get("poe")(request, chunk=4).x.shape == (9, 1, 8, 8)  # chunks of 4, 5

@@ -31,7 +31,10 @@ Shape = typing.Optional[typing.Tuple[int, int, int]]
 
 
 class Corruption:
-    """Base class: ``check(shape)`` then ``__call__(x, g)``; a corruption without knobs checks nothing."""
+    """Base class: ``check(shape)`` then ``__call__(x, g)``; a corruption without knobs checks nothing.
+    ``min_batch``: the fewest images a call needs (the mixing corruptions pair images of one batch)."""
+
+    min_batch = 1
 
     def __post_init__(self) -> None:
         self.check()
@@ -235,6 +238,8 @@ class RGBGhost(Corruption):
 class MeanMix(Corruption):
     """The pixel-wise mean of each image and another image of the batch (usually of another class)."""
 
+    min_batch = 2
+
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return (x + x[_partners(x.shape[0], g).to(x.device)]) / 2
 
@@ -243,6 +248,8 @@ class MeanMix(Corruption):
 @dataclass(frozen=True)
 class GeometricMeanMix(Corruption):
     """The pixel-wise geometric mean ``sqrt(x * x')`` of each image and another image of the batch."""
+
+    min_batch = 2
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return (x * x[_partners(x.shape[0], g).to(x.device)]).clamp(min=0).sqrt()

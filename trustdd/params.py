@@ -207,6 +207,9 @@ def validate(p: Params) -> Params:
             make_corruption(name, p.outliers.options.get(name), shape)
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
+        low = CORRUPTIONS.get(name).min_batch
+        if name in used and 0 < p.outliers.per_type < low:
+            raise _fail("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
     channels = DATASETS.get(p.dataset).channels
     if p.outliers.source == "poe":
         for name in p.outliers.corruptions:
