@@ -1,7 +1,7 @@
 """How far trustdd's ``pixelate`` is from the TrustDD reference mosaic: PIL ``BOX`` resize down to
 ``int(side * factor)``, then ``BOX`` back up to the side (utils/gen_ood_loader_cifar.py of the TrustDD code).
 
-    python benchmarks/pixelate_vs_pil.py
+    PYTHONPATH=. python benchmarks/pixelate_vs_pil.py    # PYTHONPATH: this checkout's trustdd
 
 Prints one JSON line per (image shape, factor): the max and mean absolute difference, in [0, 1] units,
 
