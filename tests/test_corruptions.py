@@ -1,7 +1,10 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from trustdd.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate, make_corruption
+from trustdd.data import to_uint8
 from trustdd.registry import UnknownChoiceError
 
 PAPER_FOUR = ["jigsaw", "invert", "pixelate", "speckle"]
@@ -61,6 +64,55 @@ def test_pixelate_is_blockwise_constant_on_32px():
     block = out[:, :, :4, :4]
     assert torch.allclose(block, block[:, :, :1, :1].expand_as(block))
     assert torch.allclose(block[:, :, 0, 0], x[:, :, :4, :4].mean(dim=(2, 3)))
+
+
+def _pil_mosaic(plane, factor):
+    """The TrustDD code's mosaic (utils/gen_ood_loader_cifar.py): PIL BOX down to int(side x factor), BOX back."""
+    w, h = plane.size
+    return plane.resize((int(w * factor), int(h * factor)), Image.BOX).resize((w, h), Image.BOX)
+
+
+def _test_images(shape, kind):
+    c, h, w = shape
+    if kind == "random":
+        return torch.rand(4, c, h, w, generator=torch.Generator().manual_seed(5))
+    ramp_y, ramp_x = torch.linspace(0, 1, h).view(h, 1), torch.linspace(0, 1, w).view(1, w)
+    return torch.stack([(ramp_y * (k + 1) / 4 + ramp_x * (3 - k) / 4).expand(c, h, w) for k in range(4)])
+
+
+PIL_SHAPES = [(3, 32, 32), (1, 28, 28), (3, 30, 45)]
+PIL_FACTORS = [0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 1.0]
+
+
+@pytest.mark.parametrize("kind", ["random", "gradient"])
+@pytest.mark.parametrize("factor", PIL_FACTORS)
+@pytest.mark.parametrize("shape", PIL_SHAPES, ids=["rgb32", "gray28", "rgb30x45"])
+def test_pixelate_equals_the_trustdd_pil_mosaic(shape, factor, kind):
+    x = _test_images(shape, kind)
+    out = Pixelate(factor=factor)(x, torch.Generator())
+    # float images (PIL mode F, no rounding): equal to float precision
+    ref = np.stack([[np.asarray(_pil_mosaic(Image.fromarray(p.numpy(), mode="F"), factor)) for p in img] for img in x])
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
+    # uint8 images, as the pool stores them: PIL rounds after each of its 1-D passes, we round once
+    x8 = to_uint8(x)
+    ours = to_uint8(Pixelate(factor=factor)(x8.float() / 255, torch.Generator())).numpy().astype(int)
+    planes = [Image.fromarray(img.permute(1, 2, 0).squeeze(2).numpy()) for img in x8]  # RGB or L
+    ref8 = np.stack([np.asarray(_pil_mosaic(p, factor)).reshape(*shape[1:], -1).transpose(2, 0, 1) for p in planes])
+    assert np.abs(ours - ref8.astype(int)).max() <= 1
+
+
+def test_pixelate_blocks_are_the_means_of_exactly_the_pixels_they_cover():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = Pixelate(factor=0.2)(x, torch.Generator())  # int(6.4) = 6 blocks per side, of 5, 6, 5, 5, 6, 5 pixels
+    edges = [0, 5, 11, 16, 21, 27, 32]
+    for top, bottom in zip(edges[:-1], edges[1:]):
+        for left, right in zip(edges[:-1], edges[1:]):
+            block = out[:, :, top:bottom, left:right]
+            mean = x[:, :, top:bottom, left:right].mean(dim=(2, 3), keepdim=True)
+            torch.testing.assert_close(block, mean.expand_as(block))
+    # 28 x 0.2 = 5.6: 5 blocks (the TrustDD code truncates), not round(5.6) = 6
+    gray = Pixelate(factor=0.2)(torch.rand(1, 1, 28, 28), torch.Generator())
+    assert gray[0, 0].unique(dim=0).shape[0] == 5 and gray[0, 0].unique(dim=1).shape[1] == 5
 
 
 def test_speckle_leaves_black_pixels_black():
@@ -149,5 +201,5 @@ def test_patch_shuffle_only_moves_pixels():
     x = torch.rand(5, 1, 24, 24)
     out = make_corruption("patch_shuffle")(x, torch.Generator().manual_seed(1))
     assert torch.equal(out.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
-    with pytest.raises(ValueError, match="min_grid <= max_grid"):
-        make_corruption("patch_shuffle", {"min_grid": 5, "max_grid": 3})(x, torch.Generator())
+    with pytest.raises(ValueError, match=r"patch_shuffle.max_grid: invalid value 3; expected an integer >= min_grid \(5\)"):
+        make_corruption("patch_shuffle", {"min_grid": 5, "max_grid": 3})

@@ -73,6 +73,36 @@ def test_matches_scikit_learn_on_random_scores():
     assert m["fpr95_out"] == pytest.approx(100 * (s_in <= cut).mean())
 
 
+def _fpr_oe_rule(pos, neg, level=0.95):
+    """The OE / TrustDD code's rule (fpr_and_fdr_at_recall), restated: among the distinct scores from the
+    lowest positive one up, the LOWEST threshold whose recall is NEAREST ``level`` (above or below it).
+    Returns (fpr, recall) there."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    thresholds = np.unique(np.r_[pos, neg])
+    thresholds = thresholds[thresholds >= pos.min()]  # ascending
+    recall = np.array([(pos >= t).sum() for t in thresholds]) / len(pos)
+    fpr = np.array([(neg >= t).mean() for t in thresholds])
+    i = np.argmin(np.abs(recall - level))  # the first, i.e. lowest, threshold at the nearest recall
+    return float(fpr[i]), float(recall[i])
+
+
+def test_fpr95_is_the_highest_threshold_with_tpr_at_least_95_not_the_oe_nearest_recall_rule():
+    s_out = np.arange(2.0, 7.0)  # 5 OOD images
+    # 20 InD: 19 score 10..28, one scores 1, below every OOD image. 19/20 = 95% exactly: trustdd stops at
+    # the 19th InD image (score 10), no OOD accepted; the OE rule takes the lowest threshold with that
+    # recall, just above the 20th, and accepts every OOD image.
+    s_in = np.r_[1.0, np.arange(10.0, 29.0)]
+    assert fpr_at_tpr(s_in, s_out) == 0.0 and ood_metrics(s_in, s_out)["fpr95_in"] == 0.0
+    assert _fpr_oe_rule(s_in, s_out) == (1.0, 0.95)
+    # the same with OOD positive (fpr95_out): 20 OOD images, one of them among the 5 InD ones
+    assert ood_metrics(-s_out, -s_in)["fpr95_out"] == 0.0 and _fpr_oe_rule(s_in, s_out)[0] == 1.0
+    # 16 InD: the OE rule's recall is 15/16 = 93.75% (nearer 95% than 100%), below 95%; trustdd keeps
+    # all 16. Here the FPRs agree: both count the OOD images scored above the 16th InD one.
+    s_in16 = np.r_[1.0, np.arange(10.0, 25.0)]
+    assert _fpr_oe_rule(s_in16, s_out) == (1.0, 15 / 16)
+    assert fpr_at_tpr(s_in16, s_out) == 1.0
+
+
 def test_fpr_at_tpr_is_generic_in_the_positive_class():
     assert fpr_at_tpr([3.0, 2.0], [2.5, 0.0], tpr=0.5) == pytest.approx(0.0)
     assert fpr_at_tpr([3.0, 2.0], [2.5, 0.0], tpr=1.0) == pytest.approx(0.5)

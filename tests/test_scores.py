@@ -122,8 +122,8 @@ def test_bad_options_name_the_key(name, options, pattern):
 @pytest.mark.parametrize(
     "name, options, pattern",
     [
-        ("energy", {"temperature": 0}, r"energy.temperature: 0.0; expected a number > 0"),
-        ("odin", {"noise": -0.1}, r"odin.noise: -0.1; expected a number >= 0"),
+        ("energy", {"temperature": 0}, r"energy.temperature: 0.0; expected a finite number > 0"),
+        ("odin", {"noise": -0.1}, r"odin.noise: -0.1; expected a finite number >= 0"),
     ],
 )
 def test_out_of_range_options_fail_the_check(name, options, pattern):

@@ -69,15 +69,19 @@ def _none(req: PoolRequest) -> OutlierPool:
 
 @SOURCES.register("poe")
 def _poe(req: PoolRequest, chunk: int = 4096) -> OutlierPool:
-    """For each corruption type, ``per_type`` seeded random InD train images, corrupted."""
+    """For each corruption type, ``per_type`` seeded random InD train images, corrupted ``chunk`` at a time
+    (a last chunk of 1 image joins the one before: the mixing corruptions need 2)."""
     n_train = req.train_x.shape[0]
     per_type = min(req.per_type, n_train) if req.per_type > 0 else n_train
+    starts = list(range(0, per_type, chunk))
+    if len(starts) > 1 and per_type - starts[-1] == 1:
+        starts.pop()
     xs, kinds = [], []
     for k, name in enumerate(req.corruptions):
-        corrupt = make_corruption(name, req.options.get(name))
+        corrupt = make_corruption(name, req.options.get(name), req.shape)
         pick = torch.randperm(n_train, generator=req.generator)[:per_type]
-        for start in range(0, per_type, chunk):
-            batch = req.train_x[pick[start : start + chunk]].float() / 255.0
+        for start, end in zip(starts, starts[1:] + [per_type]):
+            batch = req.train_x[pick[start:end]].float() / 255.0
             xs.append(to_uint8(corrupt(batch, req.generator)))
         kinds.append(torch.full((per_type,), k, dtype=torch.long))
     return OutlierPool(torch.cat(xs), torch.cat(kinds), tuple(req.corruptions), "poe")

@@ -197,13 +197,20 @@ def validate(p: Params) -> Params:
         OE_FORMATS.get(p.outliers.oe.format)
     except UnknownChoiceError as err:
         raise ParamsError(f"params: {err}") from None
-    for name, options in p.outliers.options.items():
+    for name in p.outliers.options:
         if name not in CORRUPTIONS:
             raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
+    # every corruption's knobs (defaults included) against the InD images it will corrupt
+    used = p.outliers.corruptions if p.outliers.source == "poe" else ()
+    shape = p.ind_shape() if p.data.image_size >= 0 else None  # a negative size is refused below
+    for name in dict.fromkeys([*p.outliers.options, *used]):
         try:
-            make_corruption(name, options)
+            make_corruption(name, p.outliers.options.get(name), shape)
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
+        low = CORRUPTIONS.get(name).min_batch
+        if name in used and 0 < p.outliers.per_type < low:
+            raise _fail("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
     channels = DATASETS.get(p.dataset).channels
     if p.outliers.source == "poe":
         for name in p.outliers.corruptions:
@@ -274,7 +281,7 @@ def validate(p: Params) -> Params:
     for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
         p.method_config(name)
     try:
-        p.method_config().check(p.ipc, p.experts.epochs)
+        p.method_config().check(p.ipc, p.experts.epochs, p.network.norm)
     except ValueError as err:
         raise ParamsError(f"params: {err}") from None
     return p

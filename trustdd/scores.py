@@ -10,6 +10,7 @@ features); the other scores ignore it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -69,8 +70,10 @@ class Probe:
 class Score:
     """Base class: ``fit`` (optional) then ``__call__(probe) -> N scores``."""
 
-    def check(self, num_train: int) -> None:
-        """Raise ValueError (naming the option) if the score cannot work with ``num_train`` fit images."""
+    def check(self, num_train: int | None = None) -> None:
+        """Raise ValueError naming ``evaluate.score_options.<name>.<option>``, its value and what is valid, if
+        an option is out of range (or, when ``num_train`` is known, cannot work with that many fit images).
+        :func:`make_score` runs it without ``num_train``."""
 
     def fit(self, net: nn.Module, train: Probe) -> None:
         """Called once per trained net with the InD images it was trained on."""
@@ -104,7 +107,7 @@ class Energy(Score):
 
     temperature: float = 1.0
 
-    def check(self, num_train: int) -> None:
+    def check(self, num_train: int | None = None) -> None:
         _positive("energy", "temperature", self.temperature)
 
     def __call__(self, probe: Probe) -> torch.Tensor:
@@ -121,10 +124,10 @@ class ODIN(Score):
     temperature: float = 1000.0
     noise: float = 0.0014
 
-    def check(self, num_train: int) -> None:
+    def check(self, num_train: int | None = None) -> None:
         _positive("odin", "temperature", self.temperature)
-        if self.noise < 0:
-            raise ValueError(f"evaluate.score_options.odin.noise: {self.noise!r}; expected a number >= 0")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"evaluate.score_options.odin.noise: {self.noise!r}; expected a finite number >= 0")
 
     def __call__(self, probe: Probe) -> torch.Tensor:
         net, out = probe.net, []
@@ -153,8 +156,10 @@ class KNN(Score):
     k: int = 1
     bank: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
-    def check(self, num_train: int) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= num_train:
+    def check(self, num_train: int | None = None) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"evaluate.score_options.knn.k: {self.k!r}; expected an integer >= 1")
+        if num_train is not None and self.k > num_train:
             raise ValueError(
                 f"evaluate.score_options.knn.k: {self.k!r}; expected an integer from 1 to {num_train} "
                 "(the number of InD images the evaluation nets train on)"
@@ -171,12 +176,13 @@ class KNN(Score):
 
 
 def _positive(score: str, option: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"evaluate.score_options.{score}.{option}: {value!r}; expected a number > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"evaluate.score_options.{score}.{option}: {value!r}; expected a finite number > 0")
 
 
 def make_score(name: str, options: dict | None = None) -> Score:
-    """Build a registered score with its options (e.g. ``{"temperature": 1000}``); checks names and types."""
+    """Build a registered score with its options (e.g. ``{"temperature": 1000}``). Names and types are
+    checked here, ranges by the score's own ``check``; errors name ``evaluate.score_options.<name>.<option>``."""
     cls = SCORES.get(name)
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)]
@@ -194,4 +200,6 @@ def make_score(name: str, options: dict | None = None) -> Score:
         if isinstance(value, bool) or not isinstance(value, hints[key] if hints[key] is int else (int, float)):
             kind = "an integer" if hints[key] is int else "a number"
             raise ValueError(f"evaluate.score_options.{name}.{key}: {value!r}; expected {kind}")
-    return cls(**{k: hints[k](v) for k, v in options.items()})
+    score = cls(**{k: hints[k](v) for k, v in options.items()})
+    score.check()
+    return score

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -111,14 +112,19 @@ class GradientMatching:
             )
         return (self.outer_loop or published[0], self.inner_loop or published[1])
 
-    def check(self, ipc: int, expert_epochs_available: int = 0) -> None:
-        """Raise ValueError naming the offending ``distill.dsa`` key before any work starts."""
+    def check(self, ipc: int, expert_epochs_available: int = 0, norm: str | None = None) -> None:
+        """Raise ValueError naming the offending ``distill.dsa`` key, its value and what is valid, before any
+        work starts (the arguments are those of every method's check; DSA needs only ``ipc``)."""
         for key in ("iterations", "outer_loop", "inner_loop"):
             if getattr(self, key) < 0:
                 raise ValueError(f"distill.dsa.{key}: invalid value {getattr(self, key)}; expected >= 0")
         for key in ("batch_real", "batch_train", "log_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"distill.dsa.{key}: invalid value {getattr(self, key)}; expected >= 1")
+        for key in ("lr_img", "lr_net"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"distill.dsa.{key}: invalid value {value!r}; expected a finite number > 0")
         self.loops(ipc)
 
     def run(self, task: DistillTask) -> DistilledSet:

@@ -13,6 +13,7 @@ Two ways to get the image gradient of the matching loss, equal to float precisio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -230,26 +231,35 @@ class TrajectoryMatching:
 
     needs_experts = True
 
-    def check(self, ipc: int, expert_epochs_available: int) -> None:
-        """Raise ValueError naming the offending ``distill.mtt`` key before any work starts."""
-        if self.init not in INITS:
-            raise ValueError(f"distill.mtt.init: unknown value {self.init!r}; valid choices: {', '.join(INITS)}")
-        if self.memory not in MEMORY:
-            raise ValueError(f"distill.mtt.memory: unknown value {self.memory!r}; valid choices: {', '.join(MEMORY)}")
-        if self.labels not in LABELS:
-            raise ValueError(f"distill.mtt.labels: unknown value {self.labels!r}; valid choices: {', '.join(LABELS)}")
-        if self.lr_label <= 0:
-            raise ValueError(f"distill.mtt.lr_label: invalid value {self.lr_label}; expected > 0")
-        if self.chunk < 0 or (self.chunk and self.memory != "constant"):
-            raise ValueError(f"distill.mtt.chunk: invalid value {self.chunk}; expected 0, or > 0 with memory: constant")
+    def check(self, ipc: int, expert_epochs_available: int, norm: str | None = None) -> None:
+        """Raise ValueError naming the offending ``distill.mtt`` key, its value and what is valid, before any
+        work starts. ``norm`` is the network's normalisation, when known (``chunk`` needs a per-image one)."""
+
+        def bad(key: str, expected: str) -> ValueError:
+            return ValueError(f"distill.mtt.{key}: invalid value {getattr(self, key)!r}; expected {expected}")
+
+        for key, choices in (("init", INITS), ("memory", MEMORY), ("labels", LABELS)):
+            if getattr(self, key) not in choices:
+                value, valid = getattr(self, key), ", ".join(choices)
+                raise ValueError(f"distill.mtt.{key}: unknown value {value!r}; valid choices: {valid}")
         if self.iterations < 0:
-            raise ValueError(f"distill.mtt.iterations: invalid value {self.iterations}; expected >= 0 (0: the starting set)")
-        for key in ("syn_steps", "log_every"):
+            raise bad("iterations", ">= 0 (0: the starting set)")
+        for key in ("syn_steps", "log_every", "expert_epochs", "max_start_epoch"):
             if getattr(self, key) < 1:
-                raise ValueError(f"distill.mtt.{key}: invalid value {getattr(self, key)}; expected >= 1")
+                raise bad(key, ">= 1")
+        if self.batch_syn < 0:
+            raise bad("batch_syn", ">= 0 (0: all of S_in in every student step)")
+        for key in ("lr_img", "lr_init", "lr_label"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                raise bad(key, "a finite number > 0")
+        if not (math.isfinite(self.lr_lr) and self.lr_lr >= 0):
+            raise bad("lr_lr", "a finite number >= 0 (0: the student lr stays at lr_init)")
+        if self.chunk < 0 or (self.chunk and self.memory != "constant"):
+            raise bad("chunk", "0, or > 0 with distill.mtt.memory: constant")
+        if self.chunk and norm == "batch":
+            raise bad("chunk", "0 with network.norm: batch (a chunk > 0 splits a step's images, which batch norm "
+                      "couples; use network.norm: instance)")
         # start epochs are drawn from [0, max_start_epoch); snapshots run from epoch 0 to experts.epochs
-        if self.max_start_epoch < 1 or self.expert_epochs < 1:
-            raise ValueError("distill.mtt.max_start_epoch and distill.mtt.expert_epochs must both be >= 1")
         if self.max_start_epoch + self.expert_epochs > expert_epochs_available + 1:
             raise ValueError(
                 f"distill.mtt.max_start_epoch ({self.max_start_epoch}) + distill.mtt.expert_epochs ({self.expert_epochs}) "
@@ -259,9 +269,7 @@ class TrajectoryMatching:
     def run(self, task: DistillTask) -> DistilledSet:
         if task.experts is None:
             raise ValueError("method 'mtt' needs expert trajectories")
-        self.check(task.ipc, task.experts.epochs)
-        if self.chunk and task.spec.norm == "batch":
-            raise ValueError("distill.mtt.chunk: > 0 splits a step's images, which batch norm couples; use network.norm: instance")
+        self.check(task.ipc, task.experts.epochs, task.spec.norm)
         g = generator(task.seed, "distill", "mtt")
         dev = task.device
         x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, self.init))
