@@ -172,9 +172,9 @@ class DatasetInfo:
         get = f"To get them: {self.source.hint}. Set data.root (or the environment variable TRUSTDD_DATA_ROOT) to the folder that holds them"
         get += ", or set data.download: true on a machine with network." if self.source.downloadable else "."
         replace = (
-            "To use these files as they are, set data.verify: false (each is then warned about, and the md5s "
-            "of the files read are recorded in data/prepared/ind.pt); otherwise replace them with the "
-            f"official files ({self.source.hint})."
+            "To use the files whose md5 differs as they are, set data.verify: false (each is then warned "
+            "about, and the md5s of the files read are recorded in data/prepared/ind.pt); otherwise replace "
+            + ("them with the official files, as above." if missing else f"them with the official files: {self.source.hint}.")
         )
         if not differs:
             expected = self.source.expected(root)

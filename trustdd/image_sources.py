@@ -425,8 +425,8 @@ def torchvision_problem(cls: type, root: str | Path, download: bool, key: str) -
     fix = []
     if missing:
         fix.append(
-            ("put the missing files there" if download else "set download: true on a machine with network, "
-             "or put the missing files there") + f" (as torchvision.datasets.{cls.__name__} lays them out)"
+            ("put the missing files there" if download else f"set download: true ({key}.download) on a machine "
+             "with network, or put the missing files there") + f" (as torchvision.datasets.{cls.__name__} lays them out)"
         )
     if differs:
         fix.append(
