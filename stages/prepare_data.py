@@ -5,7 +5,6 @@ from pathlib import Path
 from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data import prepare
-from trustdd.datasets import DATASETS
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 
@@ -15,9 +14,9 @@ OUT = Path("data/prepared")
 def main() -> None:
     p = load_params()
     configure_determinism(p.seed)
-    info = DATASETS.get(p.dataset)
+    info = p.dataset_info  # resolved: a user's own data has its channels, size and classes from the files
     files = p.data_files()
-    split = info.load(files.root, files.download, p.data.image_size)
+    split = info.load(files.root, files.download, p.data.image_size, files.verify)
     zca_reg = p.data.zca_reg if p.data.zca else None
     prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"), zca_reg)
     with atomic_dir(OUT) as out:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.datasets import CIFAR10, MNIST, SVHN
+from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN
 
 from trustdd import datasets
 from trustdd.datasets import DATASETS, IMAGENET_SUBSETS, DataNotFoundError
@@ -360,8 +360,11 @@ def test_an_undecodable_image_in_an_ind_dataset_is_an_error(imagenet_root):
 def test_every_registered_dataset_has_consistent_constants():
     for name in DATASETS:
         info = DATASETS.get(name)
-        assert len(info.mean) == len(info.std) == info.channels, name
         assert info.source.hint, name
+        if info.source.from_files:  # a user's own data: shape, classes, mean and std come from its files
+            assert info.mean == info.std == () and name in ("imagefolder", "npy"), name
+            continue
+        assert len(info.mean) == len(info.std) == info.channels, name
     assert set(DATASETS.names()) >= {
         "mnist",
         "fashion_mnist",
@@ -376,3 +379,358 @@ def test_every_registered_dataset_has_consistent_constants():
         "imagemeow",
         "imagesquawk",
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files that are present but not the official ones (md5), and data.verify: false
+# ---------------------------------------------------------------------------------------------------
+
+
+def _change_batch(root: Path, name: str = "data_batch_3", labels=(0, 0, 0, 0)) -> tuple[Path, str, str]:
+    """Rewrite one CIFAR-10 batch; returns (path, the official md5 torchvision expects, its new md5)."""
+    path = root / "cifar-10-batches-py" / name
+    official = dict(CIFAR10.train_list + CIFAR10.test_list)[name]
+    _pickle(path, {"data": _cifar_images(len(labels), 99).reshape(len(labels), -1), "labels": list(labels)})
+    return path, official, md5(path)
+
+
+def test_a_changed_cifar_file_is_said_to_differ_not_to_be_missing(cifar10_root):
+    root, *_ = cifar10_root
+    path, official, actual = _change_batch(root)
+    with pytest.raises(DataNotFoundError) as err:
+        DATASETS.get("cifar10").load(root, False)
+    msg = str(err.value)
+    assert isinstance(err.value, datasets.InvalidDataError)
+    assert msg.startswith(
+        f"dataset 'cifar10': 1 file(s) present but not the official ones (md5 differs) under data.root '{root}' "
+        "(data.verify is true):\n"
+    )
+    assert f"  {path}: md5 differs from torchvision's {official}; this file's is {actual}\n" in msg
+    assert "not found" not in msg and "data.verify: false" in msg
+
+
+def test_missing_and_changed_cifar_files_headline_says_both(cifar10_root):
+    root, *_ = cifar10_root
+    path, official, actual = _change_batch(root)
+    (root / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DataNotFoundError) as err:
+        DATASETS.get("cifar10").load(root, False)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"dataset 'cifar10': 1 file(s) missing and 1 file(s) present but not the official ones (md5 differs) "
+        f"under data.root '{root}' and data.download is false:\n"
+    )
+    assert f"missing: {root / 'cifar-10-batches-py' / 'test_batch'}" in msg
+    assert f"{path}: md5 differs from torchvision's {official}; this file's is {actual}" in msg
+    assert "cifar-10-python.tar.gz" in msg and "data.verify: false" in msg
+    # data.verify: false does not make a missing file optional
+    with pytest.raises(DataNotFoundError, match=r"files not found under data.root .*\n(.|\n)*missing: .*test_batch"):
+        DATASETS.get("cifar10").load(root, False, verify=False)
+
+
+def test_verify_false_warns_per_file_records_md5s_and_keeps_the_label_check(cifar10_root, capsys, monkeypatch):
+    from trustdd.data import prepare
+
+    root, train, test_x, names = cifar10_root
+    path, official, actual = _change_batch(root, labels=(3, 1, 4, 1))
+    info = DATASETS.get("cifar10")
+    split = info.load(root, False, verify=False)
+    warned = capsys.readouterr().err.splitlines()
+    assert warned == [
+        f"warning: dataset 'cifar10': data.verify is false, so a file that is not the official one is used: "
+        f"{path}: md5 differs from torchvision's {official}; this file's is {actual}"
+    ]
+    assert split.train_y.tolist()[8:12] == [3, 1, 4, 1]  # the changed batch is read
+    assert split.train_x.shape == (20, 3, 32, 32) and torch.equal(split.test_x, torch.from_numpy(test_x))
+    base = root / "cifar-10-batches-py"
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    assert split.checksums == {str(base / f): md5(base / f) for f in files}
+    assert split.checksums[str(path)] == actual
+    d = prepare(info, split, 0, torch.Generator()).to_dict()
+    assert d["verified"] is False and d["checksums"] == split.checksums
+    # the default keeps the file as it was: no verified/checksums keys
+    _pickle(path, {"data": _cifar_images(4, 2).reshape(4, -1), "labels": [2, 3, 4, 5]})
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(base / n)] for n, _ in CIFAR10.train_list])
+    d = prepare(info, info.load(root, False), 0, torch.Generator()).to_dict()
+    assert "verified" not in d and "checksums" not in d and list(d) == [
+        "dataset", "classes", "mean", "std", "train_x", "train_y", "test_x", "test_y"
+    ]
+    # still checked: a label outside the 10 classes
+    _change_batch(root, labels=(0, 1, 2, 12))
+    with pytest.raises(DataNotFoundError, match="train labels span 0..12, outside the 10 classes"):
+        info.load(root, False, verify=False)
+
+
+def test_verify_false_reads_a_changed_svhn_file_that_torchvision_would_refuse(svhn_root, capsys):
+    from scipy.io import savemat
+
+    root, content = svhn_root
+    x = np.full((32, 32, 3, 2), 7, np.uint8)
+    savemat(root / "test_32x32.mat", {"X": x, "y": np.array([[2], [10]], np.uint8)})
+    with pytest.raises(datasets.InvalidDataError, match=r"test_32x32.mat: md5 differs from torchvision's"):
+        DATASETS.get("svhn").load(root, False)
+    split = DATASETS.get("svhn").load(root, False, verify=False)
+    assert split.test_y.tolist() == [2, 0] and int(split.test_x.max()) == 7
+    assert split.checksums[str(root / "test_32x32.mat")] == md5(root / "test_32x32.mat")
+    assert "test_32x32.mat: md5 differs" in capsys.readouterr().err
+
+
+def test_changed_idx_files_differ_and_verify_false_uses_them(fashion_root, tmp_path, monkeypatch, capsys):
+    root, content = fashion_root
+    info = DATASETS.get("fashion_mnist")
+    monkeypatch.setattr(info.source, "search_dirs", [tmp_path / "no-debian"])
+    expected = datasets.IDX_MD5["FashionMNIST"]["train-labels-idx1-ubyte"]
+    raw = root / "FashionMNIST" / "raw"
+    changed = _idx_bytes("labels", torch.full((20,), 9, dtype=torch.uint8))
+    (raw / "train-labels-idx1-ubyte").write_bytes(changed)  # an unpacked copy, no official .gz either
+    with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(changed)
+    actual = hashlib.md5(changed).hexdigest()
+    with pytest.raises(datasets.InvalidDataError) as err:
+        info.load(root, False)
+    msg = str(err.value)
+    assert "2 file(s) present but not the official ones (md5 differs)" in msg and "not found" not in msg
+    assert f"{raw / 'train-labels-idx1-ubyte'}: md5 differs from the expected {expected}; this file's is {actual}" in msg
+    assert f"{raw / 'train-labels-idx1-ubyte.gz'}: content md5 differs from the expected {expected}" in msg
+    split = info.load(root, False, verify=False)
+    assert split.train_y.tolist() == [9] * 20 and torch.equal(split.train_x[:, 0], content["train-images-idx3-ubyte"])
+    assert split.checksums[str(raw / "train-labels-idx1-ubyte")] == actual and len(split.checksums) == 4
+    assert capsys.readouterr().err.count("warning: dataset 'fashion_mnist': data.verify is false") == 1
+
+
+def test_mnist_gz_with_another_md5_is_unpacked_only_when_verify_is_false(tmp_path, monkeypatch, capsys):
+    content = _idx_content()
+    sums = _write_idx(tmp_path / "MNIST" / "raw", content)
+    monkeypatch.setattr(MNIST, "resources", [(f"{n}.gz", "0" * 32 if "t10k" in n else sums[n][1]) for n in IDX_NAMES])
+    info = DATASETS.get("mnist")
+    with pytest.raises(datasets.InvalidDataError) as err:
+        info.load(tmp_path, False)
+    assert "2 file(s) present but not the official ones" in str(err.value)
+    assert f"t10k-labels-idx1-ubyte.gz: md5 differs from torchvision's {'0' * 32}; this file's is {sums['t10k-labels-idx1-ubyte'][1]}" in str(err.value)
+    split = info.load(tmp_path, False, verify=False)
+    assert torch.equal(split.test_y, content["t10k-labels-idx1-ubyte"].long())
+    assert len(capsys.readouterr().err.splitlines()) == 2
+
+
+def test_oe_torchvision_says_which_files_differ_and_which_are_missing(cifar100_root):
+    from trustdd.image_sources import read_torchvision
+    from trustdd.outliers import OEConfig, PoolRequest, build_pool
+
+    root, train_x, _ = cifar100_root
+    base = root / "cifar-100-python"
+    official = CIFAR100.train_list[0][1]
+    _pickle(base / "train", {"data": train_x.reshape(8, -1), "fine_labels": [1] * 8, "coarse_labels": [0] * 8})
+    (base / "meta").unlink()
+    oe = OEConfig(format="torchvision", path=str(root), name="CIFAR100")
+    req = PoolRequest(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), (), {}, 0, torch.Generator(), oe)
+    with pytest.raises(ImageSourceError) as err:
+        build_pool("oe", req)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"outliers.oe: torchvision dataset CIFAR100 could not be loaded from root '{root}': 1 file(s) missing and "
+        f"1 file(s) present but not the official ones (md5 differs) (outliers.oe.name 'CIFAR100', outliers.oe.path '{root}'):\n"
+    )
+    assert f"  missing: {base / 'meta'}\n" in msg
+    assert f"  {base / 'train'}: md5 differs from torchvision's {official}; this file's is {md5(base / 'train')}\n" in msg
+    assert "set download: true (outliers.oe.download) on a machine with network" in msg and "data.verify does not apply here" in msg
+    assert "outliers.oe.format: npy or folder" in msg and "Dataset not found or corrupted" not in msg
+    # only changed: the headline says so, and names no missing file
+    _pickle(base / "meta", {"fine_label_names": [], "coarse_label_names": []})
+    with pytest.raises(ImageSourceError) as err:
+        read_torchvision("CIFAR100", root, False, (3, 8, 8), 0, torch.Generator(), "outliers.oe")
+    assert ": 2 file(s) present but not the official ones (md5 differs) (outliers.oe.name" in str(err.value)
+    assert "missing" not in str(err.value)
+
+
+def test_a_changed_file_of_an_ood_dataset_set(cifar100_root, capsys):
+    from trustdd.ood_sets import DataFiles, build_ood_sets
+
+    root, _, test_x = cifar100_root
+    base = root / "cifar-100-python"
+    _pickle(base / "test", {"data": test_x.reshape(4, -1), "fine_labels": [1, 2, 3, 4], "coarse_labels": [0] * 4})
+    with pytest.raises(DataNotFoundError) as err:
+        build_ood_sets(("cifar100",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles(root, False))
+    msg = str(err.value)
+    assert msg.startswith(f"ood.sets: 1 OOD set(s) whose files are not the official ones (md5 differs) under data.root '{root}'")
+    assert f"{base / 'test'}: md5 differs from torchvision's" in msg and "set data.verify: false" in msg
+    sets = build_ood_sets(("cifar100",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles(root, False, verify=False))
+    assert torch.equal(sets.images["cifar100"], torch.from_numpy(test_x))
+    assert sets.report["cifar100"]["verified"] is False
+    assert sets.report["cifar100"]["checksums"][str(base / "test")] == md5(base / "test")
+    assert "md5 differs" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# A user's own data: imagefolder and npy
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder_root(tmp_path):
+    """train/ and test/ with classes written in unsorted order, images of mixed non-square sizes, one
+    grayscale PNG, one RGBA PNG and one file that does not decode."""
+    root = tmp_path / "mine"
+    colours = {"zebra": (200, 10, 10), "ant": (10, 200, 10), "moth": (10, 10, 200)}
+    sizes = [(40, 30), (25, 60), (33, 33)]
+    for split, n in (("train", 3), ("test", 2)):
+        for name, colour in colours.items():
+            for i in range(n):
+                _solid(root / split / name / f"{i}.png", colour, size=sizes[i])
+    Image.new("L", (50, 20), 77).save(root / "train" / "moth" / "gray.png")
+    (root / "test" / "ant" / "sub").mkdir()
+    Image.new("RGBA", (20, 30), (1, 2, 3, 0)).save(root / "test" / "ant" / "sub" / "rgba.png")
+    (root / "train" / "zebra" / "broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_imagefolder_sorted_classes_rgb_resized_and_undecodable_files_skipped(folder_root, capsys):
+    from trustdd.data import prepare
+
+    info = DATASETS.get("imagefolder").resolve(folder_root, 16)
+    assert (info.channels, info.image_size, info.num_classes, info.shape(16)) == (3, 16, 3, (3, 16, 16))
+    split = DATASETS.get("imagefolder").load(folder_root, False, image_size=16)
+    assert split.classes == ("ant", "moth", "zebra")
+    assert split.train_x.shape == (10, 3, 16, 16) and split.train_x.dtype == torch.uint8
+    assert split.train_y.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]  # moth has gray.png too; broken.jpg left out
+    assert _dominant_channel(split.train_x[[0, 3, 7]]) == [1, 2, 0]  # ant green, moth blue, zebra red
+    gray = split.train_x[6]  # moth/gray.png, after 0.png 1.png 2.png
+    assert gray.unique().tolist() == [77]  # a grayscale file becomes three equal channels
+    assert split.test_x.shape == (7, 3, 16, 16) and split.test_y.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert split.test_x[2].flatten(1).median(1).values.tolist() == [1, 2, 3]  # ant/sub/rgba.png: alpha dropped
+    assert split.skipped == ((str(folder_root / "train" / "zebra" / "broken.jpg"), split.skipped[0][1]),)
+    err = capsys.readouterr().err
+    assert "warning: dataset 'imagefolder' (train): skipped 1 of 11 image files" in err and "zebra/broken.jpg" in err
+    prepared = prepare(info, split, 0, torch.Generator())
+    x = split.train_x.double() / 255
+    assert prepared.mean == tuple(round(float(v), 4) for v in x.mean((0, 2, 3)))
+    assert prepared.std == tuple(round(float(v), 4) for v in x.transpose(0, 1).flatten(1).std(1, unbiased=False))
+    d = prepared.to_dict()
+    assert d["dataset"] == "imagefolder" and d["classes"] == ["ant", "moth", "zebra"]
+    assert d["skipped"][0]["file"].endswith("broken.jpg") and "verified" not in d
+
+
+def _class_dir(root: Path, split: str, name: str, n: int = 1) -> None:
+    for i in range(n):
+        _solid(root / split / name / f"{i}.png", (5, 5, 5), size=(8, 8))
+
+
+@pytest.mark.parametrize(
+    "make, image_size, pieces",
+    [
+        (lambda r: None, 0, ["dataset 'imagefolder': data.image_size: invalid value 0; expected the side (> 0)"]),
+        (lambda r: _class_dir(r, "test", "c"), 8,
+         ["class folder(s) c of {root}/test are not in {root}/train"]),
+        (lambda r: (r / "test" / "b").rename(r / "test" / "x"), 8,
+         ["class folder(s) x of {root}/test are not in {root}/train"]),
+        (lambda r: [f.unlink() for f in (r / "test" / "b").iterdir()], 8,
+         ["class(es) b have no image files in {root}/test (e.g. {root}/test/b;", "every class needs test images"]),
+        (lambda r: (r / "train" / "c").mkdir(), 8,
+         ["class folder(s) c of {root}/train are missing from {root}/test"]),
+        (lambda r: ((r / "train" / "c").mkdir(), _class_dir(r, "test", "c")), 8,
+         ["class(es) c have no image files in {root}/train", "every class needs train images"]),
+        (lambda r: _solid(r / "train" / "stray.png", (0, 0, 0)), 8,
+         ["{root}/train holds 1 image file(s) outside class folders (e.g. stray.png)"]),
+        (lambda r: [f.write_bytes(b"xx") for f in (r / "train" / "a").iterdir()], 8,
+         ["class(es) a have no image in {root}/train that decodes"]),
+    ],
+    ids=["no-image-size", "extra-test-class", "test-class-not-in-train", "class-missing-from-test",
+         "empty-folder-missing-from-test", "empty-train-class", "loose-file", "nothing-decodes"],
+)
+def test_imagefolder_errors_name_the_folder_and_key(tmp_path, make, image_size, pieces):
+    root = tmp_path / "mine"
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            _class_dir(root, split, name, 2)
+    make(root)
+    with pytest.raises(datasets.InvalidDataError) as err:
+        DATASETS.get("imagefolder").load(root, False, image_size=image_size)
+    for piece in pieces:
+        assert piece.format(root=root) in str(err.value)
+    assert str(err.value).startswith("dataset 'imagefolder': data.")
+
+
+def test_imagefolder_missing_split_lists_the_layout(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DataNotFoundError) as err:
+        DATASETS.get("imagefolder").resolve(tmp_path, 8)
+    msg = str(err.value)
+    assert msg.startswith(f"dataset 'imagefolder': files not found under data.root '{tmp_path}'.\n")
+    assert f"missing: {tmp_path / 'test'} (a folder of class folders)" in msg
+    assert "train/<class>/<image files> and test/<class>/<image files>" in msg and "data.download" not in msg
+
+
+def _write_npy(root: Path, **arrays) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    default = {
+        "x_train": rng.integers(0, 256, (6, 10, 10, 3), dtype=np.uint8),
+        "y_train": np.array([2, 0, 1, 2, 1, 0]),
+        "x_test": rng.integers(0, 256, (3, 10, 10, 3), dtype=np.uint8),
+        "y_test": np.array([1, 0, 2], dtype=np.uint8),
+    }
+    for name, value in {**default, **arrays}.items():
+        np.save(root / f"{name}.npy", value)
+    return root
+
+
+def test_npy_reads_arrays_labels_and_resizes(tmp_path):
+    root = _write_npy(tmp_path / "arr")
+    x_train = np.load(root / "x_train.npy")
+    info = DATASETS.get("npy").resolve(root)
+    assert (info.channels, info.image_size, info.num_classes, info.mean) == (3, 10, 3, ())
+    split = DATASETS.get("npy").load(root, False)
+    assert torch.equal(split.train_x, torch.from_numpy(x_train).permute(0, 3, 1, 2))
+    assert split.train_y.tolist() == [2, 0, 1, 2, 1, 0] and split.train_y.dtype == torch.int64
+    assert split.test_y.tolist() == [1, 0, 2] and split.classes == ("0", "1", "2")
+    resized = DATASETS.get("npy").load(root, False, image_size=16)
+    assert resized.train_x.shape == (6, 3, 16, 16) and resized.test_x.shape == (3, 3, 16, 16)
+    gray = _write_npy(tmp_path / "gray", x_train=np.zeros((6, 7, 12, 1), np.uint8), x_test=np.ones((3, 5, 5, 1), np.uint8))
+    assert DATASETS.get("npy").resolve(gray, 8).shape(8) == (1, 8, 8)
+    assert DATASETS.get("npy").load(gray, False, image_size=8).test_x.unique().tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "arrays, image_size, pieces",
+    [
+        ({"y_train": np.array([0, 1, 2, 0, 1])}, 0,
+         ["{root}/x_train.npy holds 6 images but {root}/y_train.npy 5 labels; expected one label per image"]),
+        ({"y_train": np.array([0, 1, -1, 0, 1, 2])}, 0,
+         ["{root}/y_train.npy' has the negative label -1 (at index 2)"]),
+        ({"y_test": np.array([0.0, 1.0, 2.0])}, 0,
+         ["{root}/y_test.npy' has dtype float64; expected a 1-D array of integer class labels 0..K-1"]),
+        ({"y_test": np.array([[0], [1], [2]])}, 0, ["{root}/y_test.npy' has shape (3, 1)", "(save y.ravel())"]),
+        ({"y_test": np.array([0, 1, 3])}, 0,
+         ["{root}/y_test.npy has the label 3, a class with no train images ({root}/y_train.npy has labels 0..2)"]),
+        ({"y_train": np.array([0, 3, 1, 3, 1, 0])}, 0,
+         ["{root}/y_train.npy has no images of class(es) 2; the classes are 0..3"]),
+        ({"y_test": np.array([0, 0, 2])}, 0, ["{root}/y_test.npy has no images of class(es) 1; every class needs test images"]),
+        ({"x_train": np.zeros((6, 10, 10, 3), np.float32)}, 0,
+         ["data.root: '{root}/x_train.npy' has dtype float32; expected uint8"]),
+        ({"x_test": np.zeros((3, 10, 10), np.uint8)}, 0,
+         ["data.root: '{root}/x_test.npy' has shape (3, 10, 10); expected N x H x W x C with C 1 or 3", "x[..., None]"]),
+        ({"x_test": np.zeros((3, 10, 10, 1), np.uint8)}, 0,
+         ["{root}/x_train.npy has 3 channel(s) but {root}/x_test.npy 1; expected the same in both"]),
+        ({"x_train": np.zeros((6, 10, 12, 3), np.uint8)}, 0,
+         ["data.image_size: invalid value 0 (keep the arrays' size), but the images are 10 x 12 in {root}/x_train.npy"]),
+    ],
+    ids=["lengths", "negative", "float-labels", "2d-labels", "test-label-out-of-range", "empty-class",
+         "class-missing-from-test", "x-dtype", "x-ndim", "channels-differ", "not-square"],
+)
+def test_npy_errors_name_the_file_and_key(tmp_path, arrays, image_size, pieces):
+    root = _write_npy(tmp_path / "arr", **arrays)
+    with pytest.raises(datasets.InvalidDataError) as err:
+        DATASETS.get("npy").resolve(root, image_size)
+    for piece in pieces:
+        assert piece.format(root=root) in str(err.value)
+    assert str(err.value).startswith("dataset 'npy': data.")
+
+
+def test_npy_missing_file_lists_all_four(tmp_path):
+    root = _write_npy(tmp_path / "arr")
+    (root / "y_test.npy").unlink()
+    with pytest.raises(DataNotFoundError) as err:
+        DATASETS.get("npy").load(root, False)
+    msg = str(err.value)
+    assert msg.startswith(f"dataset 'npy': files not found under data.root '{root}'.\nExpected:\n")
+    assert f"  {root / 'x_train.npy'}\n" in msg and f"  {root / 'y_test.npy'}\n" in msg
+    assert "x_train.npy and x_test.npy (uint8 N x H x W x C, C 1 or 3)" in msg

@@ -162,3 +162,24 @@ def test_round_trip_and_preview():
     grid = sets.preview(per_set=4)  # one row for "a" (3 images + 1 black); the empty set has no row
     assert grid.shape == (4, *SHAPE)
     assert grid[:3].eq(1).all() and grid[3].eq(0).all()
+
+
+def test_ood_sets_for_a_users_own_ind_data_take_its_resolved_shape(tmp_path, cifar100_root):
+    from trustdd.datasets import DATASETS
+
+    root, _, test_x = cifar100_root
+    for split, n in (("train", 2), ("test", 1)):
+        for name in ("b", "a"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (30, 18), (9, 9, 9)).save(root / split / name / f"{i}.png")
+    shape = DATASETS.get("imagefolder").resolve(root, 20).shape(20)
+    assert shape == (3, 20, 20)
+    user = (UserOODSet(name="mine", path=str(root / "test")),)
+    sets = build_ood_sets(("mnist", "cifar100"), user, {}, 3, shape, 0, "imagefolder", DataFiles(root, False))
+    assert {k: tuple(v.shape) for k, v in sets.images.items()} == {
+        "mnist": (3, 3, 20, 20), "cifar100": (3, 3, 20, 20), "mine": (2, 3, 20, 20)
+    }
+    assert sets.groups == {"mnist": "far", "cifar100": "far"}  # no set is the InD data, none is refused
+    gray = build_ood_sets(("textures",), (), {}, 2, (1, 12, 12), 0, "npy", DataFiles(root, False))
+    assert gray.images["textures"].shape == (2, 1, 12, 12)

@@ -5,6 +5,7 @@ import torch
 import yaml
 from helpers import apply_overrides
 
+from trustdd.datasets import DataNotFoundError
 from trustdd.params import ParamsError, load_params
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -185,3 +186,64 @@ def test_a_yaml12_exponent_float_as_dvc_writes_it_is_a_number(tmp_path):
     f.write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match="distill.mtt.lr_lr: invalid value 'fast'; expected a number"):
         load_params(f)
+
+
+def _npy_root(root, classes=4, side=12, channels=1):
+    import numpy as np
+
+    root.mkdir(parents=True, exist_ok=True)
+    y = np.arange(classes * 3) % classes
+    np.save(root / "x_train.npy", np.zeros((y.size, side, side, channels), np.uint8))
+    np.save(root / "y_train.npy", y)
+    np.save(root / "x_test.npy", np.zeros((classes, side, side, channels), np.uint8))
+    np.save(root / "y_test.npy", np.arange(classes))
+    return root
+
+
+def test_own_npy_data_sets_shape_classes_and_checks_at_validation(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRUSTDD_DATA_ROOT", raising=False)
+    root = _npy_root(tmp_path / "arr")
+    common = dict(dataset="npy", data__root=str(root), data__train_limit=0, network__depth=2, ipc=2)
+    p = load_params(write(tmp_path, **common))
+    assert p.ind_shape() == (1, 12, 12) and p.dataset_info.num_classes == 4
+    spec = p.net_spec()
+    assert (spec.channels, spec.image_size, spec.num_classes) == (1, 12, 4)
+    assert load_params(write(tmp_path, **{**common, "data__image_size": 16})).ind_shape() == (1, 16, 16)
+    with pytest.raises(ParamsError, match=r"data.train_limit: 7 is below ipc x classes = 8"):
+        load_params(write(tmp_path, **{**common, "data__train_limit": 7}))
+    with pytest.raises(ParamsError, match=r"'rgb_ghost' needs RGB images, but dataset 'npy' has 1 channel"):
+        load_params(write(tmp_path, **{**common, "outliers__corruptions": ["rgb_ghost"]}))
+    with pytest.raises(ParamsError, match=r"network.depth: 4 pools a 12px image to nothing"):
+        load_params(write(tmp_path, **{**common, "network__depth": 4}))
+    bad = root / "y_test.npy"
+    bad.write_bytes(b"not an array")  # a bad file fails when params are loaded, before any stage works
+    with pytest.raises(DataNotFoundError, match=rf"dataset 'npy': data.root: '{bad}' is not a valid .npy file"):
+        load_params(write(tmp_path, **common))
+    monkeypatch.setenv("TRUSTDD_DATA_ROOT", str(_npy_root(tmp_path / "env", classes=3, channels=3)))
+    assert load_params(write(tmp_path, **common)).ind_shape() == (3, 12, 12)
+
+
+def test_own_image_folder_needs_an_image_size_and_its_folders(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.delenv("TRUSTDD_DATA_ROOT", raising=False)
+    root = tmp_path / "imgs"
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            Image.new("RGB", (9, 7)).save(root / split / name / "a.png")
+    common = dict(dataset="imagefolder", data__root=str(root), data__train_limit=0)
+    with pytest.raises(DataNotFoundError, match=r"dataset 'imagefolder': data.image_size: invalid value 0; expected the side"):
+        load_params(write(tmp_path, **common))
+    p = load_params(write(tmp_path, **common, data__image_size=32))
+    assert p.ind_shape() == (3, 32, 32) and p.net_spec().num_classes == 2
+    with pytest.raises(DataNotFoundError, match=r"files not found under data.root '.*nowhere'"):
+        load_params(write(tmp_path, **{**common, "data__root": str(tmp_path / "nowhere")}, data__image_size=32))
+
+
+def test_data_verify_is_parsed_and_reaches_the_data_files(tmp_path):
+    assert load_params(PROJECT / "params.yaml").data.verify is True
+    p = load_params(write(tmp_path, data__verify=False))
+    assert p.data.verify is False and p.data_files().verify is False
+    with pytest.raises(ParamsError, match=r"data.verify: invalid value 'no'; expected true or false"):
+        load_params(write(tmp_path, data__verify="no"))

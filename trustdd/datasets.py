@@ -11,22 +11,49 @@ anything is read. Images come back as uint8 N x C x H x W at the requested size,
 - ``imagenette``, ``imagewoof``, ``imagefruit``, ``imageyellow``, ``imagemeow``, ``imagesquawk``: MTT's
   10-class ImageNet subsets, read from an ImageNet ``train``/``val`` tree of class folders, resized so the
   shorter side is the image size and centre-cropped (MTT's Resize + CenterCrop), 128 by default.
+- ``imagefolder``, ``npy``: a user's own data (``train/<class>/`` and ``test/<class>/`` image folders, or
+  ``x_train.npy``/``y_train.npy``/``x_test.npy``/``y_test.npy``). Their channels, size and classes come
+  from the files: :meth:`DatasetInfo.resolve` reads them from metadata only (folder listings, .npy
+  headers and labels), so the params check refuses bad files in seconds; their mean and std are
+  computed from the train images when the data is prepared.
+
+Files with an official md5 (the MNIST family, SVHN, CIFAR-10/100) are checked before anything is read: a
+file that is missing and a file that is present with another md5 are told apart, with both md5s. With
+``data.verify: false`` the latter are used anyway, one warning each, and :meth:`DatasetInfo.ensure`
+returns the md5s of the files read, which the prepare stage records in ``ind.pt``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import pickle
-import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST
-from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+from torchvision.datasets.utils import download_and_extract_archive
 
 from trustdd.data import fit_images
-from trustdd.image_sources import decode_files
+from trustdd.image_sources import (
+    ImageSourceError,
+    Mismatch,
+    check_md5s,
+    decode_files,
+    decode_images,
+    file_md5,
+    files_headline,
+    image_extensions,
+    list_images,
+    looked_for,
+    open_npy,
+    read_npy,
+    skipped_message,
+)
 from trustdd.registry import Registry
 
 
@@ -37,20 +64,44 @@ class Split:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: tuple[str, ...] = ()
+    checksums: dict[str, str] | None = None  # data.verify false: {file: md5} of the md5-checked files read
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, error) of undecodable image files left out (imagefolder)
 
 
 class DataNotFoundError(FileNotFoundError):
     """Raw files are missing and may not be downloaded; the message lists what was expected where."""
 
 
+class InvalidDataError(DataNotFoundError):
+    """The files are there but are not what the dataset needs (not the official md5, a wrong layout, shape,
+    dtype or labels); a DataNotFoundError, so every stage reports it as one message and exits 2."""
+
+
+def warn(message: str) -> None:
+    """A warning line in the stage's log (stderr)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 class Source:
     """Where a dataset's files live under the root, how to read one split, and how to fetch them."""
 
     hint = ""  # how to get the files on a machine with network
+    from_files = False  # True: channels, size and classes come from the files (see DatasetInfo.resolve)
+    downloadable = True  # False: the files are the user's own; data.download cannot help
 
-    def problems(self, root: Path) -> list[str]:
-        """What is missing or wrong under ``root`` (empty when the files are ready to read)."""
+    def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
+        """What is missing or wrong under ``root`` (empty when the files are ready to read): strings for
+        missing files, :class:`Mismatch` for files present with another md5 than the official one. With
+        ``verify`` false, such files are still listed but made ready to read (e.g. unpacked)."""
         return [f"missing: {p}" for p in self.expected(root) if not p.exists()]
+
+    def checked(self, root: Path) -> list[Path]:
+        """The files whose md5 is checked and that are read (recorded when data.verify is false)."""
+        return []
+
+    def resolve(self, info: "DatasetInfo", root: Path, image_size: int) -> "DatasetInfo":
+        """``info`` for the files under ``root`` (only for ``from_files`` sources)."""
+        return info
 
     def expected(self, root: Path) -> list[Path]:
         raise NotImplementedError
@@ -62,6 +113,11 @@ class Source:
     def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One split -> (uint8 N x C x size x size, int64 labels)."""
         raise NotImplementedError
+
+    def read_split(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """:meth:`read`, and the (file, error) of the image files left out because they do not decode."""
+        x, y = self.read(root, train, size)
+        return x, y, []
 
     def classes(self, root: Path) -> tuple[str, ...]:
         return ()
@@ -82,44 +138,98 @@ class DatasetInfo:
         side = image_size or self.image_size
         return (self.channels, side, side)
 
-    def ensure(self, root: Path, download: bool) -> None:
-        """Make sure the files are under ``root`` (downloading when allowed), else DataNotFoundError."""
-        problems = self.source.problems(root)
-        if problems and download:
+    def ensure(self, root: Path, download: bool, verify: bool = True) -> dict[str, str] | None:
+        """Make sure the files are under ``root`` (downloading when allowed), else DataNotFoundError (or
+        InvalidDataError for files present with another md5). With ``verify`` false, a file whose md5 is
+        not the official one is used anyway, with a warning, and the md5s of the checked files are
+        returned ({file: md5}); with ``verify`` true, None."""
+        problems = self.source.problems(root, verify)
+        blocking = [p for p in problems if verify or not isinstance(p, Mismatch)]
+        if blocking and download:
             self.source.fetch(root)
-            problems = self.source.problems(root)
-        if problems:
+            problems = self.source.problems(root, verify)
+            blocking = [p for p in problems if verify or not isinstance(p, Mismatch)]
+        if blocking:
+            raise self.files_error(root, download, blocking)
+        if verify:
+            return None
+        for p in problems:
+            warn(f"dataset {self.name!r}: data.verify is false, so a file that is not the official one is used: {p}")
+        return {str(p): file_md5(p) for p in self.source.checked(root)}
+
+    def files_error(self, root: Path, download: bool, problems: list[str | Mismatch]) -> DataNotFoundError:
+        """The error for ``problems``, with a headline that is true for the case: files missing (each
+        expected file is listed), present but not the official ones (each with both md5s), or both."""
+        missing = [p for p in problems if not isinstance(p, Mismatch)]
+        differs = [p for p in problems if isinstance(p, Mismatch)]
+        more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
+        problem_lines = "\n".join(f"  {p}" for p in problems[:12]) + more
+        where = f"data.root {str(root)!r}"
+        if self.source.downloadable:
+            offline = " and data.download is false" if not download else " and the download did not provide them"
+        else:
+            offline = ""
+        get = f"To get them: {self.source.hint}. Set data.root (or the environment variable TRUSTDD_DATA_ROOT) to the folder that holds them"
+        get += ", or set data.download: true on a machine with network." if self.source.downloadable else "."
+        replace = (
+            "To use the files whose md5 differs as they are, set data.verify: false (each is then warned "
+            "about, and the md5s of the files read are recorded in data/prepared/ind.pt); otherwise replace "
+            + ("them with the official files, as above." if missing else f"them with the official files: {self.source.hint}.")
+        )
+        if not differs:
             expected = self.source.expected(root)
             listed = "\n".join(f"  {p}" for p in expected)
             if problems != [f"missing: {p}" for p in expected]:  # not simply all missing: say what is wrong
-                more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
-                listed += "\nProblems:\n" + "\n".join(f"  {p}" for p in problems[:12]) + more
-            offline = "data.download is false" if not download else "the download did not provide them"
-            raise DataNotFoundError(
-                f"dataset {self.name!r}: files not found under data.root {str(root)!r} and {offline}.\n"
-                f"Expected:\n{listed}\n"
-                f"To get them: {self.source.hint}. Set data.root (or the environment variable TRUSTDD_DATA_ROOT) "
-                f"to the folder that holds them, or set data.download: true on a machine with network."
+                listed += "\nProblems:\n" + problem_lines
+            return DataNotFoundError(
+                f"dataset {self.name!r}: files not found under {where}{offline}.\nExpected:\n{listed}\n{get}"
             )
+        if not missing:
+            return InvalidDataError(
+                f"dataset {self.name!r}: {files_headline(0, len(differs))} under {where} (data.verify is "
+                f"true):\n{problem_lines}\n{replace}"
+            )
+        return InvalidDataError(
+            f"dataset {self.name!r}: {files_headline(len(missing), len(differs))} under {where}{offline}:\n"
+            f"{problem_lines}\n{get}\n{replace}"
+        )
 
-    def load(self, root: Path, download: bool, image_size: int = 0) -> Split:
+    def resolve(self, root: Path, image_size: int = 0) -> "DatasetInfo":
+        """This entry for the files under ``root`` at ``image_size``: itself for the datasets with fixed
+        constants. For a user's own data (``imagefolder``, ``npy``), the channels, size and number of
+        classes are read from the files' metadata (no image is decoded), and mean and std are left empty
+        (``trustdd.data.prepare`` computes them from the train images); missing or invalid files raise
+        DataNotFoundError / InvalidDataError naming the file and the key."""
+        if not self.source.from_files:
+            return self
         root = Path(root)
-        self.ensure(root, download)
-        size = image_size or self.image_size
-        train_x, train_y = self.source.read(root, True, size)
-        test_x, test_y = self.source.read(root, False, size)
+        problems = self.source.problems(root)
+        if problems:
+            raise self.files_error(root, False, problems)
+        return self.source.resolve(self, root, image_size)
+
+    def load(self, root: Path, download: bool, image_size: int = 0, verify: bool = True) -> Split:
+        root = Path(root)
+        checksums = self.ensure(root, download, verify)
+        info = self.resolve(root, image_size)
+        size = image_size or info.image_size
+        train_x, train_y, train_skipped = self.source.read_split(root, True, size)
+        test_x, test_y, test_skipped = self.source.read_split(root, False, size)
         for split, y in (("train", train_y), ("test", test_y)):
-            if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < self.num_classes:
+            if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < info.num_classes:
                 raise DataNotFoundError(
                     f"dataset {self.name!r}: {split} labels span {int(y.min())}..{int(y.max())}, outside the "
-                    f"{self.num_classes} classes of this dataset; the files under {str(root)!r} are not {self.name}"
+                    f"{info.num_classes} classes of this dataset; the files under {str(root)!r} are not {self.name}"
                 )
-        return Split(train_x, train_y, test_x, test_y, self.source.classes(root))
+        skipped = tuple((str(f), err) for f, err in train_skipped + test_skipped)
+        return Split(train_x, train_y, test_x, test_y, self.source.classes(root), checksums, skipped)
 
-    def load_test(self, root: Path, download: bool, shape: tuple[int, int, int]) -> torch.Tensor:
+    def load_test(
+        self, root: Path, download: bool, shape: tuple[int, int, int], verify: bool = True
+    ) -> torch.Tensor:
         """The test images only, fitted to ``shape`` (another dataset's), e.g. to serve as an OOD set."""
         root = Path(root)
-        self.ensure(root, download)
+        self.ensure(root, download, verify)
         x, _ = self.source.read(root, False, shape[-1])
         return fit_images(x, shape)
 
@@ -131,13 +241,24 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size and x.shape[-2] == size else fit_images(x, (x.shape[1], size, size))
 
 
-def _md5_problems(files: list[tuple[Path, str]]) -> list[str]:
+def _md5_problems(files: list[tuple[Path, str]]) -> list[Mismatch]:
     """The files (of ``(path, md5)``) that exist but fail torchvision's md5; missing ones are reported apart."""
-    return [
-        f"{path}: md5 differs from torchvision's {md5}"
-        for path, md5 in files
-        if path.exists() and not check_integrity(str(path), md5)
-    ]
+    return check_md5s(files)[1]
+
+
+def _without_md5(tv_class: type) -> type:
+    """``tv_class`` with its md5s removed, so that it only reads: :meth:`DatasetInfo.ensure` has already
+    checked them (or, with data.verify false, accepted other files), and a second md5 pass over the
+    files would only cost time."""
+    attrs: dict = {}
+    for name in ("train_list", "test_list"):
+        if hasattr(tv_class, name):
+            attrs[name] = [[f, None] for f, _ in getattr(tv_class, name)]
+    if isinstance(getattr(tv_class, "meta", None), dict):
+        attrs["meta"] = {**tv_class.meta, "md5": None}
+    if isinstance(getattr(tv_class, "split_list", None), dict):
+        attrs["split_list"] = {k: [url, f, None] for k, (url, f, _) in tv_class.split_list.items()}
+    return type(tv_class.__name__, (tv_class,), attrs)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -174,42 +295,69 @@ class IdxSource(Source):
     def expected(self, root: Path) -> list[Path]:
         return [self.raw(root) / filename for filename, _ in self.tv_class.resources]
 
-    def problems(self, root: Path) -> list[str]:
+    def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
         unpacked_md5 = IDX_MD5.get(self.tv_class.__name__, {})
-        problems = []
+        problems: list[str | Mismatch] = []
         for filename, gz_md5 in self.tv_class.resources:
             name = filename.removesuffix(".gz")
             unpacked = self.raw(root) / name
-            if unpacked.exists() and (name not in unpacked_md5 or check_integrity(str(unpacked), unpacked_md5[name])):
-                continue
+            want = unpacked_md5.get(name)
+            differs: list[Mismatch] = []  # the copies found that are not the official file
+            if unpacked.exists():
+                if want is None:
+                    continue
+                actual = file_md5(unpacked)
+                if actual == want:
+                    continue
+                differs.append(Mismatch(unpacked, want, actual, source="the expected"))
+                if not verify:  # used as it is
+                    problems += differs
+                    continue
             for candidate in [self.raw(root) / filename] + [d / filename for d in self.search_dirs]:
                 if not candidate.exists():
                     continue
-                if name not in unpacked_md5 and not check_integrity(str(candidate), gz_md5):
-                    problems.append(f"{candidate}: md5 differs from torchvision's {gz_md5}")
-                    continue
-                if self._unpack(candidate, unpacked, unpacked_md5.get(name)):
-                    break
-                problems.append(f"{candidate}: content md5 differs from the expected {unpacked_md5[name]}")
+                if want is None:
+                    actual = file_md5(candidate)
+                    if actual != gz_md5:
+                        differs.append(Mismatch(candidate, gz_md5, actual))
+                        if verify:
+                            continue
+                actual = self._unpack(candidate, unpacked, want if verify else None)
+                if want is not None and actual != want:
+                    differs.append(Mismatch(candidate, want, actual, what="content md5", source="the expected"))
+                    if verify:
+                        continue
+                if not verify:  # unpacked although not the official file
+                    problems += differs
+                break
             else:
-                problems.append(
-                    f"{name}: no verified copy found (looked in {self.raw(root)}"
+                problems += differs or [
+                    f"{name}: no copy found (looked in {self.raw(root)}"
                     + "".join(f", {d}" for d in self.search_dirs)
                     + ")"
-                )
+                ]
         return problems
 
+    def checked(self, root: Path) -> list[Path]:
+        return [self.raw(root) / filename.removesuffix(".gz") for filename, _ in self.tv_class.resources]
+
     @staticmethod
-    def _unpack(gz: Path, unpacked: Path, md5: str | None) -> bool:
+    def _unpack(gz: Path, unpacked: Path, md5: str | None) -> str:
+        """Unpack ``gz`` to ``unpacked`` if its content's md5 is ``md5`` (or ``md5`` is None); returns
+        the content's md5."""
         unpacked.parent.mkdir(parents=True, exist_ok=True)
         tmp = unpacked.with_suffix(".partial")
+        h = hashlib.md5()
         with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        if md5 is None or check_integrity(str(tmp), md5):
+            for block in iter(lambda: fin.read(1 << 20), b""):
+                h.update(block)
+                fout.write(block)
+        actual = h.hexdigest()
+        if md5 is None or actual == md5:
             tmp.replace(unpacked)
-            return True
-        tmp.unlink()
-        return False
+        else:
+            tmp.unlink()
+        return actual
 
     def fetch(self, root: Path) -> None:
         self.tv_class(str(root), train=True, download=True)
@@ -243,16 +391,19 @@ class CifarSource(Source):
         files = [name for name, _ in c.train_list + c.test_list] + [c.meta["filename"]]
         return [root / c.base_folder / name for name in files]
 
-    def problems(self, root: Path) -> list[str]:
+    def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
         c = self.tv_class
         files = c.train_list + c.test_list + [[c.meta["filename"], c.meta["md5"]]]
         return super().problems(root) + _md5_problems([(root / c.base_folder / name, md5) for name, md5 in files])
+
+    def checked(self, root: Path) -> list[Path]:
+        return self.expected(root)
 
     def fetch(self, root: Path) -> None:
         self.tv_class(str(root), train=True, download=True)
 
     def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ds = self.tv_class(str(root), train=train, download=False)
+        ds = _without_md5(self.tv_class)(str(root), train=train, download=False)
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # N x 32 x 32 x 3 -> N x 3 x 32 x 32
         return _resized(x, size), torch.tensor(ds.targets, dtype=torch.long)
 
@@ -272,16 +423,19 @@ class SvhnSource(Source):
     def expected(self, root: Path) -> list[Path]:
         return [root / SVHN.split_list[s][1] for s in ("train", "test")]
 
-    def problems(self, root: Path) -> list[str]:
+    def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
         files = [(root / SVHN.split_list[s][1], SVHN.split_list[s][2]) for s in ("train", "test")]
         return super().problems(root) + _md5_problems(files)
+
+    def checked(self, root: Path) -> list[Path]:
+        return self.expected(root)
 
     def fetch(self, root: Path) -> None:
         for s in ("train", "test"):
             SVHN(str(root), split=s, download=True)
 
     def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ds = SVHN(str(root), split="train" if train else "test", download=False)
+        ds = _without_md5(SVHN)(str(root), split="train" if train else "test", download=False)
         return _resized(torch.from_numpy(ds.data).contiguous(), size), torch.from_numpy(ds.labels).long()
 
     def classes(self, root: Path) -> tuple[str, ...]:
@@ -307,7 +461,7 @@ class TinyImageNetSource(Source):
         base = root / self.folder
         return [base / "wnids.txt", base / "train", base / "val" / "images", base / "val" / "val_annotations.txt"]
 
-    def problems(self, root: Path) -> list[str]:
+    def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
         problems = super().problems(root)
         if problems:
             return problems
@@ -469,6 +623,225 @@ IMAGENET_SUBSETS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 # ---------------------------------------------------------------------------------------------------
+# A user's own data: an image-folder tree, or .npy arrays
+# ---------------------------------------------------------------------------------------------------
+
+SPLITS = ("train", "test")
+
+
+class ImageFolderSource(Source):
+    """``ROOT/train/<class>/`` and ``ROOT/test/<class>/``: image files at any depth of each class folder,
+    of any size and mode. Classes are the train folders in sorted order (hidden folders, starting with
+    ``.``, are ignored); the test split must have the same class folders, and every class images in both.
+    Images are read as RGB (grayscale, palette and RGBA files converted; alpha dropped), resized so the
+    shorter side is ``data.image_size`` (which must be set) and centre-cropped, as the ImageNet subsets.
+    Files that do not decode are left out and reported, as for OOD image folders."""
+
+    from_files = True
+    downloadable = False
+    hint = (
+        "put your images under data.root as train/<class>/<image files> and test/<class>/<image files>, "
+        "with the same class folders in both"
+    )
+    channels = 3
+
+    def expected(self, root: Path) -> list[Path]:
+        return [root / s for s in SPLITS]
+
+    def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
+        return [f"missing: {p} (a folder of class folders)" for p in self.expected(root) if not p.is_dir()]
+
+    def scan(self, root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, list[Path]]]]:
+        """(the classes, {split: {class: its image files}}), from the folder listings only."""
+        files: dict[str, dict[str, list[Path]]] = {}
+        exts = image_extensions()
+        for split in SPLITS:
+            base = root / split
+            loose = sorted(f.name for f in base.iterdir() if f.is_file() and f.suffix.lower() in exts)
+            if loose:
+                raise InvalidDataError(
+                    f"dataset 'imagefolder': data.root: {base} holds {len(loose)} image file(s) outside class "
+                    f"folders (e.g. {loose[0]}); expected {base}/<class>/<image files>"
+                )
+            names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+            if not names:
+                raise InvalidDataError(
+                    f"dataset 'imagefolder': data.root: {base} has no class folders; expected {base}/<class>/<image files>"
+                )
+            files[split] = {c: list_images(base / c) for c in names}
+        train, test = files["train"], files["test"]
+        only_test = sorted(set(test) - set(train))
+        if only_test:
+            raise InvalidDataError(
+                f"dataset 'imagefolder': data.root: class folder(s) {', '.join(only_test)} of {root / 'test'} "
+                f"are not in {root / 'train'}; the classes are the folders of train/, and the test split must have the same"
+            )
+        only_train = sorted(set(train) - set(test))
+        if only_train:
+            raise InvalidDataError(
+                f"dataset 'imagefolder': data.root: class folder(s) {', '.join(only_train)} of {root / 'train'} "
+                f"are missing from {root / 'test'}; every class needs test images too"
+            )
+        for split in SPLITS:
+            empty = [c for c, found in files[split].items() if not found]
+            if empty:
+                raise InvalidDataError(
+                    f"dataset 'imagefolder': data.root: class(es) {', '.join(empty)} have no image files in "
+                    f"{root / split} (e.g. {root / split / empty[0]}; {looked_for()}); every class needs "
+                    f"{split} images"
+                )
+        return tuple(train), files
+
+    def resolve(self, info: "DatasetInfo", root: Path, image_size: int) -> "DatasetInfo":
+        if image_size <= 0:
+            raise InvalidDataError(
+                f"dataset 'imagefolder': data.image_size: invalid value {image_size}; expected the side (> 0) "
+                "that every image is resized to, e.g. 64: the images of a folder have any size"
+            )
+        classes, _ = self.scan(root)
+        return dataclasses.replace(info, channels=self.channels, image_size=image_size, num_classes=len(classes))
+
+    def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = self.read_split(root, train, size)
+        return x, y
+
+    def read_split(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+        classes, files = self.scan(root)
+        split = "train" if train else "test"
+        paths, labels = [], []
+        for c, name in enumerate(classes):
+            paths += files[split][name]
+            labels += [c] * len(files[split][name])
+        x, kept, skipped = decode_images(paths, (self.channels, size, size))
+        y = torch.tensor(labels, dtype=torch.long)[torch.tensor(kept, dtype=torch.long)]
+        if skipped:
+            warn(skipped_message(f"dataset 'imagefolder' ({split})", root / split, skipped, len(paths)))
+        counts = torch.bincount(y, minlength=len(classes))
+        empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
+        if empty:
+            raise InvalidDataError(
+                f"dataset 'imagefolder': data.root: class(es) {', '.join(empty)} have no image in {root / split} "
+                f"that decodes (e.g. {root / split / empty[0]}); every class needs {split} images"
+            )
+        return x, y, skipped
+
+    def classes(self, root: Path) -> tuple[str, ...]:
+        return self.scan(root)[0]
+
+
+class NpySource(Source):
+    """``ROOT/x_train.npy``, ``ROOT/y_train.npy``, ``ROOT/x_test.npy``, ``ROOT/y_test.npy``: images as uint8
+    N x H x W x C (C = 1 or 3, as for OOD and OE .npy files) and 1-D integer labels 0..K-1, K being the
+    largest train label + 1; every class must have train and test images. Both splits must have the same
+    channels; with ``data.image_size`` 0 the images must be square and of one size in both splits, else
+    they are resized (plain antialiased resize, as OOD .npy files) to ``data.image_size``."""
+
+    from_files = True
+    downloadable = False
+    names = ("x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy")
+    hint = (
+        "save your arrays under data.root as x_train.npy and x_test.npy (uint8 N x H x W x C, C 1 or 3) "
+        "and y_train.npy and y_test.npy (integer class labels 0..K-1, one per image)"
+    )
+
+    def expected(self, root: Path) -> list[Path]:
+        return [root / n for n in self.names]
+
+    @staticmethod
+    def images(path: Path) -> np.ndarray:
+        try:
+            return open_npy(path, "data.root")
+        except ImageSourceError as err:
+            raise InvalidDataError(f"dataset 'npy': {err}") from None
+
+    @staticmethod
+    def labels(path: Path) -> np.ndarray:
+        """A 1-D array of non-negative integer labels, as int64."""
+        expected = "expected a 1-D array of integer class labels 0..K-1, one per image"
+        try:
+            y = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+            raise InvalidDataError(f"dataset 'npy': data.root: {str(path)!r} is not a valid .npy file ({e}); {expected}") from None
+        if not isinstance(y, np.ndarray):
+            raise InvalidDataError(f"dataset 'npy': data.root: {str(path)!r} is not a .npy array but a {type(y).__name__}; {expected}")
+        if y.dtype.kind not in "iu":
+            raise InvalidDataError(f"dataset 'npy': data.root: {str(path)!r} has dtype {y.dtype}; {expected} (e.g. int64)")
+        if y.ndim != 1:
+            hint = " (save y.ravel())" if y.ndim == 2 and 1 in y.shape else ""
+            raise InvalidDataError(f"dataset 'npy': data.root: {str(path)!r} has shape {tuple(y.shape)}; {expected}{hint}")
+        if y.size == 0:
+            raise InvalidDataError(f"dataset 'npy': data.root: {str(path)!r} holds no labels; {expected}")
+        y = np.asarray(y)
+        if y.dtype.kind == "i" and int(y.min()) < 0:
+            i = int(np.argmax(y < 0))
+            raise InvalidDataError(
+                f"dataset 'npy': data.root: {str(path)!r} has the negative label {int(y[i])} (at index {i}); {expected}"
+            )
+        return y.astype(np.int64)
+
+    def arrays(self, root: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+        """({split: (memory-mapped images, labels)}, number of classes), every rule checked."""
+        out = {}
+        for split in SPLITS:
+            xp, yp = root / f"x_{split}.npy", root / f"y_{split}.npy"
+            x, y = self.images(xp), self.labels(yp)
+            if x.shape[0] != y.shape[0]:
+                raise InvalidDataError(
+                    f"dataset 'npy': data.root: {xp} holds {x.shape[0]} images but {yp} {y.shape[0]} labels; "
+                    "expected one label per image"
+                )
+            out[split] = (x, y)
+        (x_train, y_train), (x_test, y_test) = out["train"], out["test"]
+        if x_train.shape[3] != x_test.shape[3]:
+            raise InvalidDataError(
+                f"dataset 'npy': data.root: {root / 'x_train.npy'} has {x_train.shape[3]} channel(s) but "
+                f"{root / 'x_test.npy'} {x_test.shape[3]}; expected the same in both"
+            )
+        k = int(y_train.max()) + 1
+        present = np.unique(y_train)
+        if present.size != k:
+            gaps = np.setdiff1d(np.arange(min(k, 10**6)), present)[:5].tolist()
+            raise InvalidDataError(
+                f"dataset 'npy': data.root: {root / 'y_train.npy'} has no images of class(es) "
+                f"{', '.join(map(str, gaps))}{', ...' if k - present.size > len(gaps) else ''}; the classes are "
+                f"0..{k - 1} (the largest train label + 1), and every class needs train images"
+            )
+        if int(y_test.max()) >= k:
+            raise InvalidDataError(
+                f"dataset 'npy': data.root: {root / 'y_test.npy'} has the label {int(y_test.max())}, a class "
+                f"with no train images ({root / 'y_train.npy'} has labels 0..{k - 1})"
+            )
+        gaps = np.setdiff1d(np.arange(k), np.unique(y_test))[:5].tolist()
+        if gaps:
+            raise InvalidDataError(
+                f"dataset 'npy': data.root: {root / 'y_test.npy'} has no images of class(es) "
+                f"{', '.join(map(str, gaps))}; every class needs test images too"
+            )
+        return out, k
+
+    def resolve(self, info: "DatasetInfo", root: Path, image_size: int) -> "DatasetInfo":
+        arrays, k = self.arrays(root)
+        (x_train, _), (x_test, _) = arrays["train"], arrays["test"]
+        h, w = x_train.shape[1:3]
+        if image_size == 0 and (h != w or x_test.shape[1:3] != (h, w)):
+            raise InvalidDataError(
+                f"dataset 'npy': data.image_size: invalid value 0 (keep the arrays' size), but the images are "
+                f"{h} x {w} in {root / 'x_train.npy'} and {x_test.shape[1]} x {x_test.shape[2]} in "
+                f"{root / 'x_test.npy'}; expected square images of one size, or a side > 0 to resize them to"
+            )
+        return dataclasses.replace(info, channels=int(x_train.shape[3]), image_size=image_size or h, num_classes=k)
+
+    def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        split = "train" if train else "test"
+        channels = self.images(root / f"x_{split}.npy").shape[3]
+        x = read_npy(root / f"x_{split}.npy", (channels, size, size), 0, torch.Generator(), "data.root")
+        return x, torch.from_numpy(self.labels(root / f"y_{split}.npy"))
+
+    def classes(self, root: Path) -> tuple[str, ...]:
+        return tuple(str(c) for c in range(int(self.labels(root / "y_train.npy").max()) + 1))
+
+
+# ---------------------------------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------------------------------
 
@@ -520,3 +893,7 @@ _register(DatasetInfo("tiny_imagenet", 3, 64, 200, IMAGENET_MEAN, IMAGENET_STD, 
 for _name, _classes in IMAGENET_SUBSETS.items():
     _wnids, _names = zip(*_classes)
     _register(DatasetInfo(_name, 3, 128, 10, IMAGENET_MEAN, IMAGENET_STD, ImageNetSubsetSource(_wnids, _names)))
+# A user's own data: channels, size and classes from the files (DatasetInfo.resolve), mean and std from
+# the train images (trustdd.data.prepare).
+_register(DatasetInfo("imagefolder", 3, 0, 0, (), (), ImageFolderSource()))
+_register(DatasetInfo("npy", 0, 0, 0, (), (), NpySource()))

@@ -8,6 +8,7 @@ subsample: the chosen indices are sorted before reading. Every problem with what
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import pickle
@@ -49,14 +50,9 @@ def subsample(n: int, max_images: int, generator: torch.Generator, key: str) -> 
 # ---------------------------------------------------------------------------------------------------
 
 
-def read_npy(
-    path: str | Path, shape: tuple[int, int, int], max_images: int, generator: torch.Generator, key: str
-) -> torch.Tensor:
-    """A uint8 N x H x W x C (C = 1 or 3) ``.npy`` file -> uint8 N' x C x H x W of ``shape``.
-
-    Memory-mapped, so only the chosen rows are read; ``max_images`` > 0 keeps a seeded random subset of
-    that many. Channels are converted and images resized (plain antialiased resize) by ``fit_images``.
-    """
+def open_npy(path: str | Path, key: str) -> np.ndarray:
+    """A uint8 N x H x W x C (C = 1 or 3) ``.npy`` file, memory-mapped (only its header is read), or
+    :class:`ImageSourceError` naming ``key``, the file and what is valid."""
     path = Path(path)
     if not path.exists():
         raise ImageSourceError(f"{key}: {str(path)!r} does not exist; expected a .npy file of uint8 N x H x W x C")
@@ -84,6 +80,18 @@ def read_npy(
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ImageSourceError(f"{key}: {str(path)!r} holds no images (shape {tuple(arr.shape)})")
+    return arr
+
+
+def read_npy(
+    path: str | Path, shape: tuple[int, int, int], max_images: int, generator: torch.Generator, key: str
+) -> torch.Tensor:
+    """A uint8 N x H x W x C (C = 1 or 3) ``.npy`` file -> uint8 N' x C x H x W of ``shape``.
+
+    Memory-mapped, so only the chosen rows are read; ``max_images`` > 0 keeps a seeded random subset of
+    that many. Channels are converted and images resized (plain antialiased resize) by ``fit_images``.
+    """
+    arr = open_npy(path, key)
     pick = subsample(arr.shape[0], max_images, generator, key).numpy()
     whole = pick.size == arr.shape[0]
     out = torch.empty(pick.size, *shape, dtype=torch.uint8)
@@ -136,6 +144,19 @@ def image_extensions() -> tuple[str, ...]:
     return tuple(e.lower() for e in IMG_EXTENSIONS)
 
 
+def list_images(root: Path) -> list[Path]:
+    """The image files under the folder ``root`` (by extension, any depth), sorted by relative path."""
+    exts = image_extensions()
+    return sorted(
+        (f for f in root.rglob("*") if f.suffix.lower() in exts and f.is_file()),
+        key=lambda f: f.relative_to(root).as_posix(),
+    )
+
+
+def looked_for() -> str:
+    return f"looked at any depth for {', '.join(image_extensions())}, any case"
+
+
 @dataclass(frozen=True)
 class FolderImages:
     """What :func:`read_folder` read: the images, and the files tried but not decodable (with the reason)."""
@@ -161,15 +182,9 @@ def read_folder(
         raise ImageSourceError(f"{key}: {str(root)!r} does not exist; expected a folder of image files")
     if not root.is_dir():
         raise ImageSourceError(f"{key}: {str(root)!r} is not a directory; expected a folder of image files")
-    exts = image_extensions()
-    files = sorted(
-        (f for f in root.rglob("*") if f.suffix.lower() in exts and f.is_file()),
-        key=lambda f: f.relative_to(root).as_posix(),
-    )
+    files = list_images(root)
     if not files:
-        raise ImageSourceError(
-            f"{key}: no image files found under {str(root)!r} (looked at any depth for {', '.join(exts)}, any case)"
-        )
+        raise ImageSourceError(f"{key}: no image files found under {str(root)!r} ({looked_for()})")
     chosen = [files[i] for i in subsample(len(files), max_images, generator, key).tolist()]
     out = torch.empty(len(chosen), *shape, dtype=torch.uint8)
     decoded: list[Path] = []
@@ -188,15 +203,16 @@ def read_folder(
             f"(first: {skipped[0][0].relative_to(root).as_posix()}: {skipped[0][1]})"
         )
     if skipped:
-        warnings.warn(_skipped_message(key, root, skipped, len(chosen)), SkippedImagesWarning, stacklevel=2)
+        warnings.warn(skipped_message(key, root, skipped, len(chosen)), SkippedImagesWarning, stacklevel=2)
     return FolderImages(out[: len(decoded)], decoded, skipped)
 
 
-def decode_files(files: list[Path], shape: tuple[int, int, int], what: str, workers: int = 0) -> torch.Tensor:
-    """Image files -> uint8 N x C x H x W of ``shape`` (cover-resize, centre crop), decoded in a thread pool
-    (PIL and torch release the GIL), in the order given. Every file must decode: a dataset's images are
-    not optional, so an undecodable file is an :class:`ImageSourceError` that names it (and up to
-    ``NAMED_SKIPPED`` others)."""
+def decode_images(
+    files: list[Path], shape: tuple[int, int, int], workers: int = 0
+) -> tuple[torch.Tensor, list[int], list[tuple[Path, str]]]:
+    """Image files -> (uint8 N' x C x H x W of ``shape`` (cover-resize, centre crop) of the files that
+    decode, the indices of those files in ``files``, and (file, error) for each that does not), decoded
+    in a thread pool (PIL and torch release the GIL), in the order given."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -206,26 +222,33 @@ def decode_files(files: list[Path], shape: tuple[int, int, int], what: str, work
             with Image.open(f) as im:
                 return fit_pil(im, shape)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            return f"{f} ({type(e).__name__}: {e})"
+            return f"{type(e).__name__}: {e}"
 
     out = torch.empty(len(files), *shape, dtype=torch.uint8)
-    failed = []
+    kept: list[int] = []
+    failed: list[tuple[Path, str]] = []
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         for i, result in enumerate(pool.map(decode, files, chunksize=64)):
             if isinstance(result, str):
-                failed.append(result)
+                failed.append((files[i], result))
             else:
-                out[i] = result
+                out[len(kept)] = result
+                kept.append(i)
+    return out[: len(kept)], kept, failed
+
+
+def decode_files(files: list[Path], shape: tuple[int, int, int], what: str, workers: int = 0) -> torch.Tensor:
+    """:func:`decode_images`, where every file must decode: a dataset's images are not optional, so an
+    undecodable file is an :class:`ImageSourceError` that names it (and up to ``NAMED_SKIPPED`` others)."""
+    out, _, failed = decode_images(files, shape, workers)
     if failed:
+        named = "; ".join(f"{f} ({err})" for f, err in failed[:NAMED_SKIPPED])
         more = f"; and {len(failed) - NAMED_SKIPPED} more" if len(failed) > NAMED_SKIPPED else ""
-        raise ImageSourceError(
-            f"{what}: {len(failed)} of {len(files)} image files could not be decoded: "
-            f"{'; '.join(failed[:NAMED_SKIPPED])}{more}"
-        )
+        raise ImageSourceError(f"{what}: {len(failed)} of {len(files)} image files could not be decoded: {named}{more}")
     return out
 
 
-def _skipped_message(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> str:
+def skipped_message(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> str:
     named = "; ".join(f"{f.relative_to(root).as_posix()} ({err})" for f, err in skipped[:NAMED_SKIPPED])
     more = f"; and {len(skipped) - NAMED_SKIPPED} more" if len(skipped) > NAMED_SKIPPED else ""
     return f"{key}: skipped {len(skipped)} of {tried} image files under {str(root)!r} that could not be decoded: {named}{more}"
@@ -283,6 +306,11 @@ def read_torchvision(
     try:
         dataset = cls(**kwargs)
     except (RuntimeError, FileNotFoundError) as e:
+        problem = torchvision_problem(cls, root, download, key)
+        if problem:  # torchvision's "not found or corrupted": say which files, and what is wrong with each
+            raise ImageSourceError(
+                f"{key}: torchvision dataset {name} could not be loaded from root {str(root)!r}: {problem}"
+            ) from None
         hint = "" if download else "; set download: true on a machine with network, or put the files there"
         raise ImageSourceError(
             f"{key}: torchvision dataset {name} could not be loaded from root {str(root)!r} ({e}){hint}"
@@ -303,6 +331,113 @@ def read_torchvision(
             )
         out[j] = fit_pil(image, shape)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files checked by md5 (torchvision's datasets): which are missing, which differ from the official ones
+# ---------------------------------------------------------------------------------------------------
+
+_MD5: dict[tuple[str, int, int], str] = {}
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 of a file (remembered per path, size and modification time, so a file is read once)."""
+    st = os.stat(path)
+    k = (str(path), st.st_size, st.st_mtime_ns)
+    if k not in _MD5:
+        h = hashlib.md5()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _MD5[k] = h.hexdigest()
+    return _MD5[k]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A file that is present but whose md5 is not the official one."""
+
+    path: Path
+    expected: str
+    actual: str
+    what: str = "md5"  # or e.g. "content md5" (of a .gz file's unpacked content)
+    source: str = "torchvision's"  # whose md5 it is
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what} differs from {self.source} {self.expected}; this file's is {self.actual}"
+
+
+def check_md5s(files: list[tuple[Path, str | None]]) -> tuple[list[Path], list[Mismatch]]:
+    """``(path, md5)`` pairs -> (the missing files, the present files whose md5 differs). A None md5
+    checks only that the file is there."""
+    missing = [Path(p) for p, _ in files if not Path(p).is_file()]
+    differs = []
+    for p, md5 in files:
+        if md5 and Path(p).is_file():
+            actual = file_md5(p)
+            if actual != md5:
+                differs.append(Mismatch(Path(p), md5, actual))
+    return missing, differs
+
+
+def torchvision_files(cls: type, root: str | Path) -> list[tuple[Path, str | None]]:
+    """The files (with md5, where it checks one) that torchvision's dataset class ``cls`` needs under
+    ``root`` for its train split, where the class declares them: CIFAR-10/100's ``base_folder`` with
+    ``train_list``, ``test_list`` and ``meta``, SVHN's ``split_list``, the MNIST family's ``resources``
+    (checked unpacked, without md5). Empty for other classes."""
+    from torchvision.datasets import MNIST
+
+    root = Path(root)
+    if all(hasattr(cls, a) for a in ("base_folder", "train_list", "test_list")):
+        files = [(n, m) for n, m in list(cls.train_list) + list(cls.test_list)]
+        meta = getattr(cls, "meta", None)
+        if isinstance(meta, dict) and "filename" in meta:
+            files.append((meta["filename"], meta.get("md5")))
+        return [(root / cls.base_folder / n, m) for n, m in files]
+    split = getattr(cls, "split_list", {}).get("train") if isinstance(getattr(cls, "split_list", None), dict) else None
+    if isinstance(split, (list, tuple)) and len(split) == 3:
+        return [(root / split[1], split[2])]
+    if isinstance(cls, type) and issubclass(cls, MNIST):
+        return [(root / cls.__name__ / "raw" / Path(u).name.removesuffix(".gz"), None) for u, _ in cls.resources]
+    return []
+
+
+def files_headline(missing: int, differs: int) -> str:
+    """What is wrong, in words that are true for the case: files missing, not the official ones, or both."""
+    parts = []
+    if missing:
+        parts.append(f"{missing} file(s) missing")
+    if differs:
+        parts.append(f"{differs} file(s) present but not the official ones (md5 differs)")
+    return " and ".join(parts)
+
+
+def torchvision_problem(cls: type, root: str | Path, download: bool, key: str) -> str:
+    """Why torchvision's ``cls`` refuses the files under ``root`` (empty when it cannot tell): each
+    missing file, and each file whose md5 differs (path, expected and actual md5), with what to do.
+
+    ``data.verify`` does not apply here: torchvision checks its own md5s and has no switch to skip it."""
+    files = torchvision_files(cls, root)
+    missing, differs = check_md5s(files)
+    if not missing and not differs:
+        return ""
+    listed = "\n".join([f"  missing: {p}" for p in missing] + [f"  {m}" for m in differs])
+    fix = []
+    if missing:
+        fix.append(
+            ("put the missing files there" if download else f"set download: true ({key}.download) on a machine "
+             "with network, or put the missing files there") + f" (as torchvision.datasets.{cls.__name__} lays them out)"
+        )
+    if differs:
+        fix.append(
+            "replace the changed files with the official ones; torchvision checks these md5s itself, so "
+            "data.verify does not apply here. To use your own copy, save it as a uint8 N x H x W x C .npy "
+            f"file or a folder of images and read it with {key}.format: npy or folder"
+        )
+    return (
+        f"{files_headline(len(missing), len(differs))} ({key}.name {cls.__name__!r}, {key}.path {str(root)!r}):\n"
+        f"{listed}\nTo fix: {'; and '.join(fix)}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

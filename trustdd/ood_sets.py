@@ -42,6 +42,7 @@ class DataFiles:
 
     root: Path = Path("data/raw")
     download: bool = False
+    verify: bool = True  # data.verify: false uses files whose md5 is not the official one, with a warning
 
 
 OODFactory = Callable[[int, tuple[int, int, int], torch.Generator, DataFiles], torch.Tensor]
@@ -53,8 +54,9 @@ class BuiltinOODSet:
     group: str  # default group: near | far
     near_for: tuple[str, ...] = ()  # InD datasets for which the set is near instead
     same_as: tuple[str, ...] = ()  # InD datasets the set is drawn from: refused as OOD for them
-    problems: Callable[[DataFiles], list[str]] | None = None  # what is missing on disk (None: ships inside)
+    problems: Callable[[DataFiles], list] | None = None  # what is missing or wrong on disk (None: ships inside)
     hint: str = ""  # how to get the files
+    checksums: Callable[[DataFiles], dict[str, str]] | None = None  # md5s of the md5-checked files it reads
 
     def group_for(self, dataset: str) -> str:
         return "near" if dataset in self.near_for else self.group
@@ -150,13 +152,19 @@ def _dataset_set(name: str, dataset: str, group: str, **options) -> None:
     source = info.source
 
     def make(n: int, shape: tuple[int, int, int], g: torch.Generator, files: DataFiles) -> torch.Tensor:
-        x = info.load_test(files.root, files.download, shape)
+        x = info.load_test(files.root, files.download, shape, files.verify)
         return x[image_sources.subsample(x.shape[0], n, g, f"ood.sets: {name}")]
 
-    def problems(files: DataFiles) -> list[str]:  # with download on, load_test fetches what is missing
-        return [] if files.download else source.problems(files.root)
+    def problems(files: DataFiles) -> list:  # with download on, load_test fetches what is missing
+        found = [] if files.download else source.problems(files.root, files.verify)
+        return [p for p in found if files.verify or not isinstance(p, image_sources.Mismatch)]
 
-    entry = BuiltinOODSet(make, group, same_as=(dataset,), problems=problems, hint=source.hint, **options)
+    def checksums(files: DataFiles) -> dict[str, str]:
+        return {str(f): image_sources.file_md5(f) for f in source.checked(files.root)}
+
+    entry = BuiltinOODSet(
+        make, group, same_as=(dataset,), problems=problems, hint=source.hint, checksums=checksums, **options
+    )
     OOD_SETS.register(name)(entry)
 
 
@@ -243,7 +251,7 @@ def check_available(
     """Before anything is read: the optional sets whose files are missing (name -> why), to be skipped.
     A missing set that is not optional, or a set that is the InD dataset itself, raises DataNotFoundError
     naming every such set, what was expected where, and how to get it."""
-    skipped, missing = {}, []
+    skipped, missing, kinds = {}, [], set()
     for name in names:
         entry = OOD_SETS.get(name)
         if dataset in entry.same_as:
@@ -252,14 +260,21 @@ def check_available(
             )
         problems = entry.problems(files) if entry.problems else []
         if problems and name in optional:
-            skipped[name] = "; ".join(problems)
+            skipped[name] = "; ".join(map(str, problems))
         elif problems:
-            missing.append(f"  {name}: {'; '.join(problems)}\n    to get it: {entry.hint}")
+            missing.append(f"  {name}: {'; '.join(map(str, problems))}\n    to get it: {entry.hint}")
+            kinds |= {isinstance(p, image_sources.Mismatch) for p in problems}
     if missing:
+        differs = True in kinds
+        what = {
+            frozenset({False}): "not found",
+            frozenset({True}): "whose files are not the official ones (md5 differs)",
+        }.get(frozenset(kinds), "not found or not the official files (md5 differs)")
         raise DataNotFoundError(
-            f"ood.sets: {len(missing)} OOD set(s) not found under data.root {str(files.root)!r}:\n" + "\n".join(missing)
+            f"ood.sets: {len(missing)} OOD set(s) {what} under data.root {str(files.root)!r}:\n" + "\n".join(missing)
             + "\nPut the files there, set data.root (or TRUSTDD_DATA_ROOT), list the set in ood.optional to skip it "
             "when missing, or remove it from ood.sets."
+            + (" To use files whose md5 differs as they are, set data.verify: false." if differs else "")
         )
     return skipped
 
@@ -291,6 +306,9 @@ def build_ood_sets(
         groups[name] = entry.group_for(dataset)
         report[name] = {"source": "built-in" if entry.problems is None else f"files under {files.root}",
                         "images": int(images[name].shape[0])}
+        if not files.verify and entry.checksums is not None:  # data.verify false: what was read, exactly
+            report[name]["verified"] = False
+            report[name]["checksums"] = entry.checksums(files)
     for i, u in enumerate(user):
         key = f"ood.user[{i}]"
         if u.optional and not Path(u.path).exists():

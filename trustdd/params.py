@@ -7,13 +7,14 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
 from trustdd.corruptions import CORRUPTIONS, make_corruption
-from trustdd.datasets import DATASETS
+from trustdd.datasets import DATASETS, DatasetInfo
 from trustdd.distill import METHODS, MIXINGS
 from trustdd.distilled_sets import DistilledSetError, load_distilled
 from trustdd.evaluation import EvalConfig
@@ -34,10 +35,11 @@ class ParamsError(ValueError):
 class DataParams:
     root: str = "data/raw"  # the environment variable TRUSTDD_DATA_ROOT overrides it
     download: bool = False
-    image_size: int = 0  # side of the InD images; 0 = the dataset's own (128 for the ImageNet subsets)
+    image_size: int = 0  # side of the InD images; 0 = the dataset's own (128 for the ImageNet subsets); imagefolder needs one
     train_limit: int = 0  # cap on the InD train set, balanced over classes; 0 = the whole set
     zca: bool = False  # ZCA-whiten every network input (fitted on the InD train set)
     zca_reg: float = 0.1  # added to the covariance eigenvalues before whitening (MTT's value)
+    verify: bool = True  # false: use files whose md5 is not the official one (warned, md5s recorded in ind.pt)
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,23 @@ class Params:
     distill: dict = field(default_factory=dict)  # {method name: its options}, see trustdd.distill
     evaluate: EvalConfig = EvalConfig()
 
+    @cached_property
+    def dataset_info(self) -> DatasetInfo:
+        """The InD dataset's entry, resolved against the data root: for a user's own data (imagefolder,
+        npy) its channels, size and classes are read from the files' metadata, once per Params; missing or
+        invalid files raise DataNotFoundError (InvalidDataError) naming the file and the key."""
+        return DATASETS.get(self.dataset).resolve(self.data_files().root, self.data.image_size)
+
     def ind_shape(self) -> tuple[int, int, int]:
         """C x H x W of the InD images (and of every OOD set and outlier)."""
-        return DATASETS.get(self.dataset).shape(self.data.image_size)
+        return self.dataset_info.shape(self.data.image_size)
 
     def data_files(self) -> DataFiles:
-        return DataFiles(Path(os.environ.get("TRUSTDD_DATA_ROOT") or self.data.root), self.data.download)
+        root = Path(os.environ.get("TRUSTDD_DATA_ROOT") or self.data.root)
+        return DataFiles(root, self.data.download, self.data.verify)
 
     def net_spec(self) -> NetSpec:
-        info = DATASETS.get(self.dataset)
+        info = self.dataset_info
         return NetSpec(
             name=self.network.name,
             channels=info.channels,
@@ -211,7 +221,7 @@ def validate(p: Params) -> Params:
         low = CORRUPTIONS.get(name).min_batch
         if name in used and 0 < p.outliers.per_type < low:
             raise _fail("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
-    channels = DATASETS.get(p.dataset).channels
+    channels = p.dataset_info.channels  # a user's own data (imagefolder, npy): its files are checked here
     if p.outliers.source == "poe":
         for name in p.outliers.corruptions:
             if getattr(CORRUPTIONS.get(name), "requires_rgb", False) and channels != 3:
@@ -267,7 +277,7 @@ def validate(p: Params) -> Params:
     if isinstance(p.evaluate.lr, str) and p.evaluate.lr != "learned":
         raise _fail("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
     _validate_evaluate(p)
-    info = DATASETS.get(p.dataset)
+    info = p.dataset_info
     if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
         raise ParamsError(
             f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * info.num_classes}"
