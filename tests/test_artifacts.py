@@ -31,7 +31,7 @@ def test_a_damaged_intermediate_file_is_named_with_how_to_restore_it(project, ke
         artifacts.load("data/outliers/pool.pt", mmap=mmap)
     msg = str(err.value)
     assert msg.startswith("data/outliers/pool.pt cannot be read (")
-    assert msg.endswith("restore it from DVC's cache with `dvc checkout data/outliers/pool.pt`, "
+    assert msg.endswith("restore it from DVC's cache with `dvc checkout -f data/outliers/pool.pt`, "
                         "or make it again with `dvc repro -f -s prepare_outliers`")
 
 
@@ -55,3 +55,14 @@ def test_round_trip_and_missing_file(project):
     assert torch.equal(artifacts.load("data/a.pt")["x"], torch.arange(3))
     with pytest.raises(FileNotFoundError, match="data/b.pt does not exist"):
         artifacts.load("data/b.pt")
+
+
+def test_a_complete_file_with_objects_a_safe_load_refuses_is_not_called_damaged(project):
+    import numpy as np
+
+    torch.save({"x": np.zeros(3)}, "set.pt")
+    with pytest.raises(ArtifactError) as err:
+        artifacts.load("set.pt")
+    msg = str(err.value)
+    assert "set.pt holds objects other than tensors" in msg and "Unsupported global" in msg
+    assert "damaged" not in msg and "\x1b[" not in msg

@@ -251,7 +251,7 @@ def test_bad_param_fails_fast_with_a_clear_message(project):
     assert "Traceback" not in proc.stderr
 
 
-def test_a_misspelt_key_anywhere_stops_the_run_before_any_stage_works(project):
+def test_a_misspelt_key_or_a_bad_option_stops_the_run_before_any_stage_works(project):
     good = (project / "params.yaml").read_text()
     try:
         set_params(project, outliers__per_type=21)  # makes prepare_outliers and everything after it out of date
@@ -263,6 +263,10 @@ def test_a_misspelt_key_anywhere_stops_the_run_before_any_stage_works(project):
         set_params(project, outliers__per_type=21, distill__dsa__iteration=3)  # method is mtt: dsa's section is not tracked
         out = run_failing(["dvc", "repro"], project)
         assert stages_run(out) == ["check_params"] and "unknown key(s) distill.dsa.iteration" in out
+        (project / "params.yaml").write_text(good)
+        set_params(project, outliers__per_type=21, outliers__options={"pixelate": {"factor": 2.0}})
+        out = run_failing(["dvc", "repro"], project)
+        assert stages_run(out) == ["check_params"] and "params: outliers.options.pixelate.factor: invalid value 2.0" in out
     finally:
         (project / "params.yaml").write_text(good)
 
@@ -285,11 +289,11 @@ def test_a_failed_evaluation_keeps_the_last_complete_results(project):
     ood.write_bytes(ood.read_bytes()[:5000])  # a damaged input: evaluation fails after DVC started it
     out = run_failing(["dvc", "repro", "-s", "evaluate"], project)
     assert stages_run(out) == ["evaluate"]
-    assert ("error: data/ood/ood.pt cannot be read" in out and "`dvc checkout data/ood/ood.pt`" in out
+    assert ("error: data/ood/ood.pt cannot be read" in out and "`dvc checkout -f data/ood/ood.pt`" in out
             and "`dvc repro -f -s prepare_ood`" in out and "Traceback" not in out)
     assert {p: p.read_bytes() for p in metrics} == before
     assert not list((project / "metrics").rglob(".*.tmp-*"))
-    run(["dvc", "checkout", "data/ood"], project)
+    run(["dvc", "checkout", "-f", "data/ood/ood.pt"], project)  # what the message says to do
     assert "up to date" in run(["dvc", "status"], project)
 
 

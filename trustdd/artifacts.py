@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,22 @@ def load(path: str | Path, mmap: bool = False) -> Any:
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (`dvc repro`)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+    except pickle.UnpicklingError as err:  # a complete file, but with objects that a safe load refuses
+        raise ArtifactError(
+            f"{path} holds objects other than tensors, lists, dicts, strings and numbers, which are not loaded "
+            f"(safe loading, weights_only): {_first_line(err, 'Unsupported')}; save it with plain tensors"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise ArtifactError(f"{path} cannot be read ({type(err).__name__}: {_first_line(err)}); {restore_hint(path)}") from None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no detail"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(err: BaseException, prefer: str = "") -> str:
+    """The line of an error's message that says most: the first holding ``prefer``, else the first."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    return next((line for line in lines if prefer and prefer in line), lines[0] if lines else "no detail")
 
 
 def producer(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
@@ -90,5 +100,5 @@ def restore_hint(path: str | Path) -> str:
     stage = producer(path)
     if stage is None:
         return "it is damaged or truncated: replace it with a complete copy"
-    return (f"it is damaged or truncated: restore it from DVC's cache with `dvc checkout {path}`, "
+    return (f"it is damaged or truncated: restore it from DVC's cache with `dvc checkout -f {path}`, "
             f"or make it again with `dvc repro -f -s {stage}`")
