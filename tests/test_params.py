@@ -247,3 +247,17 @@ def test_data_verify_is_parsed_and_reaches_the_data_files(tmp_path):
     assert p.data.verify is False and p.data_files().verify is False
     with pytest.raises(ParamsError, match=r"data.verify: invalid value 'no'; expected true or false"):
         load_params(write(tmp_path, data__verify="no"))
+
+
+def test_the_pipelines_own_set_written_another_way_is_not_read_at_validation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh checkout: data/distilled/distilled.pt is not made yet
+    for spelling in ("./data/distilled/distilled.pt", "data//distilled/distilled.pt"):
+        assert load_params(write(tmp_path, evaluate__set=spelling)).evaluate.set == spelling
+
+
+def test_a_set_in_torchs_legacy_format_is_read_at_validation(tmp_path):
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    torch.save(torch.zeros(20, 1, 28, 28), folder / "images.pt", _use_new_zipfile_serialization=False)
+    torch.save(torch.arange(20) % 10, folder / "labels.pt", _use_new_zipfile_serialization=False)
+    assert load_params(write(tmp_path, evaluate__set=str(folder))).evaluate.set == str(folder)

@@ -56,13 +56,18 @@ KEY = "evaluate.set"
 
 
 def load_distilled(
-    path: str | Path, transform: InputTransform | None, shape: tuple[int, int, int], num_classes: int
+    path: str | Path,
+    transform: InputTransform | None,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    mmap: bool = False,
 ) -> LoadedSet:
     """Read a distilled set. ``transform`` and ``shape`` come from the prepared InD data: plain tensor pairs
     carry no transform of their own, so float images are taken to be in that input space already (as MTT
     saves them: normalised, and ZCA-whitened when it ran with --zca; set ``data.zca`` to match) and uint8
     images are mapped through it (``transform=None``, as params validation reads the set before any data is
-    prepared, leaves them as they are: every shape and label check still runs)."""
+    prepared, leaves them as they are: every shape and label check still runs; ``mmap=True`` maps the tensors
+    from the file instead of reading them, for a check that costs little whatever the set's size)."""
     path = Path(path)
     if not path.exists():
         raise DistilledSetError(
@@ -70,7 +75,7 @@ def load_distilled(
             "images*.pt file (its labels*.pt beside it), or a folder holding such a pair"
         )
     if path.is_file() and not path.name.startswith("images"):
-        d = _read(path)
+        d = _read(path, mmap)
         if not isinstance(d, dict) or not {"x_in", "y_in"} <= set(d):
             raise DistilledSetError(
                 f"{KEY}: {str(path)!r} is not a trustdd distilled set (a dict with x_in, y_in, x_out, lr, mean, std); "
@@ -91,8 +96,8 @@ def load_distilled(
             _check(init, shape, num_classes, path)
         return LoadedSet(result, own, str(d.get("method", "unknown")), init)
     images, labels = _pair(path)
-    x = _tensor(images, "images")
-    y = _tensor(labels, "labels")
+    x = _tensor(images, "images", mmap)
+    y = _tensor(labels, "labels", mmap)
     if x.dtype == torch.uint8 and transform is not None:
         x = transform(x)
     if y.is_floating_point():
@@ -139,15 +144,20 @@ def _pair(path: Path) -> tuple[Path, Path]:
     return images, labels
 
 
-def _read(path: Path):
+def _read(path: Path, mmap: bool = False):
     try:
-        return artifacts.load(path)
+        try:
+            return artifacts.load(path, mmap=mmap)
+        except artifacts.ArtifactError:
+            if not mmap:
+                raise
+            return artifacts.load(path)  # files in torch's legacy (non-zip) format cannot be memory-mapped
     except artifacts.ArtifactError as err:
         raise DistilledSetError(f"{KEY}: {err}") from None
 
 
-def _tensor(path: Path, what: str) -> torch.Tensor:
-    obj = _read(path)
+def _tensor(path: Path, what: str, mmap: bool = False) -> torch.Tensor:
+    obj = _read(path, mmap)
     if not isinstance(obj, torch.Tensor):
         raise DistilledSetError(f"{KEY}: {str(path)!r} holds a {type(obj).__name__}; expected one tensor of {what}")
     return obj.detach().cpu()

@@ -210,25 +210,6 @@ def validate(p: Params) -> Params:
     for name in p.outliers.options:
         if name not in CORRUPTIONS:
             raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
-    # every corruption's knobs (defaults included) against the InD images it will corrupt
-    used = p.outliers.corruptions if p.outliers.source == "poe" else ()
-    shape = p.ind_shape() if p.data.image_size >= 0 else None  # a negative size is refused below
-    for name in dict.fromkeys([*p.outliers.options, *used]):
-        try:
-            make_corruption(name, p.outliers.options.get(name), shape)
-        except ValueError as err:
-            raise ParamsError(f"params: {err}") from None
-        low = CORRUPTIONS.get(name).min_batch
-        if name in used and 0 < p.outliers.per_type < low:
-            raise _fail("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
-    channels = p.dataset_info.channels  # a user's own data (imagefolder, npy): its files are checked here
-    if p.outliers.source == "poe":
-        for name in p.outliers.corruptions:
-            if getattr(CORRUPTIONS.get(name), "requires_rgb", False) and channels != 3:
-                raise ParamsError(
-                    f"params: outliers.corruptions: {name!r} needs RGB images, but dataset {p.dataset!r} "
-                    f"has {channels} channel(s)"
-                )
     unknown_methods = sorted(set(p.distill) - set(METHODS.names()))
     if unknown_methods:
         raise ParamsError(
@@ -276,24 +257,45 @@ def validate(p: Params) -> Params:
         _at_least(key, value, low)
     if isinstance(p.evaluate.lr, str) and p.evaluate.lr != "learned":
         raise _fail("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
-    _validate_evaluate(p)
-    info = p.dataset_info
-    if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
-        raise ParamsError(
-            f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * info.num_classes}"
-        )
     if p.data.zca and p.data.zca_reg <= 0:
         raise _fail("data.zca_reg", p.data.zca_reg, "a number > 0")
-    try:
-        p.net_spec().build()  # e.g. a depth that pools the images to nothing
-    except ValueError as err:
-        raise ParamsError(f"params: {err} (dataset {p.dataset!r} at {p.ind_shape()[-1]}px)") from None
     for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
         p.method_config(name)
     try:
         p.method_config().check(p.ipc, p.experts.epochs, p.network.norm)
     except ValueError as err:
         raise ParamsError(f"params: {err}") from None
+    # from here on the InD images' shape and classes are needed: for a user's own data (imagefolder, npy)
+    # they are read from its files, so every check that needs no data has run before
+    channels = p.dataset_info.channels  # a user's own data (imagefolder, npy): its files are checked here
+    if p.outliers.source == "poe":
+        for name in p.outliers.corruptions:
+            if getattr(CORRUPTIONS.get(name), "requires_rgb", False) and channels != 3:
+                raise ParamsError(
+                    f"params: outliers.corruptions: {name!r} needs RGB images, but dataset {p.dataset!r} "
+                    f"has {channels} channel(s)"
+                )
+    # every corruption's knobs (defaults included) against the InD images it will corrupt
+    used = p.outliers.corruptions if p.outliers.source == "poe" else ()
+    shape = p.ind_shape()
+    for name in dict.fromkeys([*p.outliers.options, *used]):
+        try:
+            make_corruption(name, p.outliers.options.get(name), shape)
+        except ValueError as err:
+            raise ParamsError(f"params: {err}") from None
+        low = CORRUPTIONS.get(name).min_batch
+        if name in used and 0 < p.outliers.per_type < low:
+            raise _fail("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
+    _validate_evaluate(p)
+    info = p.dataset_info
+    if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
+        raise ParamsError(
+            f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * info.num_classes}"
+        )
+    try:
+        p.net_spec().build()  # e.g. a depth that pools the images to nothing
+    except ValueError as err:
+        raise ParamsError(f"params: {err} (dataset {p.dataset!r} at {p.ind_shape()[-1]}px)") from None
     return p
 
 
@@ -344,9 +346,10 @@ def _validate_evaluate(p: Params) -> None:
         raise _fail("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
     spec = p.net_spec()
     size = p.ipc * spec.num_classes  # the pipeline's own set: its size is known now
-    if e.set != EvalConfig.set:  # a set made elsewhere is read now, not after the upstream stages ran
-        try:
-            loaded = load_distilled(e.set, None, (spec.channels, spec.image_size, spec.image_size), spec.num_classes)
+    if os.path.normpath(e.set) != os.path.normpath(EvalConfig.set):  # a set made elsewhere: read now (memory-mapped),
+        try:  # not after the upstream stages ran
+            shape = (spec.channels, spec.image_size, spec.image_size)
+            loaded = load_distilled(e.set, None, shape, spec.num_classes, mmap=True)
         except DistilledSetError as err:
             raise ParamsError(f"params: {err}") from None
         size = loaded.set.x_in.shape[0]
