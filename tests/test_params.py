@@ -51,7 +51,7 @@ def test_project_params_are_valid():
         ({"evaluate__scores": []}, r"evaluate.scores: invalid value \[\]; expected at least one of msp"),
         ({"evaluate__score_options": {"gram": {}}}, r"evaluate.score_options: unknown score 'gram'; valid: msp"),
         ({"evaluate__score_options": {"odin": {"temp": 1}}}, r"evaluate.score_options.odin: unknown option\(s\) temp; valid: temperature, noise"),
-        ({"evaluate__score_options": {"knn": {"k": 101}}}, r"evaluate.score_options.knn.k: 101; expected an integer from 1 to 100"),
+        ({"evaluate__score_options": {"knn": {"k": 101}}}, r"evaluate.score_options.knn.k: invalid value 101; expected an integer from 1 to 100"),
         ({"evaluate__architectures": ["resnet1000"]}, r"evaluate.architectures: invalid value 'resnet1000'; expected one of convnet, resnet18"),
         ({"evaluate__architectures": []}, r"evaluate.architectures: invalid value \[\]; expected at least one of convnet"),
         ({"evaluate__full_data_epochs": -1}, r"evaluate.full_data_epochs: invalid value -1; expected a value >= 0"),

@@ -113,7 +113,7 @@ def test_bad_corruption_options_are_refused_at_validation(name, options, knob, s
 @pytest.mark.parametrize("name, options, knob, shown", BAD_SCORES, ids=ids(BAD_SCORES))
 def test_bad_score_options_are_refused_at_validation(name, options, knob, shown):
     raw = params(evaluate__score_options={name: options})
-    refused(raw, f"evaluate.score_options.{name}.{knob}", f"{shown}; expected")
+    refused(raw, f"evaluate.score_options.{name}.{knob}", f"invalid value {shown}; expected")
 
 
 @pytest.mark.parametrize("method, options, extra, knob, shown", BAD_METHODS, ids=ids(BAD_METHODS))
@@ -127,7 +127,7 @@ def test_knn_k_below_1_is_refused_even_for_a_set_made_elsewhere(tmp_path):
     torch.save(torch.zeros(20, 1, 28, 28), tmp_path / "images_best.pt")
     torch.save(torch.arange(20) % 10, tmp_path / "labels_best.pt")
     refused(params(evaluate__set=str(tmp_path / "images_best.pt"), evaluate__score_options={"knn": {"k": 0}}),
-            "evaluate.score_options.knn.k", "0; expected an integer >= 1")
+            "evaluate.score_options.knn.k", "invalid value 0; expected an integer >= 1")
 
 
 def test_corruption_knobs_are_checked_against_the_ind_size():
@@ -170,7 +170,7 @@ def test_the_outlier_stage_would_fail_on_the_same_corruption_options(name, optio
 
 @pytest.mark.parametrize("name, options, knob, shown", BAD_SCORES, ids=ids(BAD_SCORES))
 def test_the_evaluation_would_fail_on_the_same_score_options(name, options, knob, shown):
-    with pytest.raises(ValueError, match=re.escape(f"evaluate.score_options.{name}.{knob}: {shown}")):
+    with pytest.raises(ValueError, match=re.escape(f"evaluate.score_options.{name}.{knob}: invalid value {shown}")):
         make_score(name, options).check(100)  # what evaluation does with a set of 100 images
 
 
@@ -195,7 +195,7 @@ STAGES = ["prepare_data", "prepare_ood", "prepare_outliers", "train_experts", "d
 ONE_PER_FAMILY = [
     ({"outliers__options": {"pixelate": {"factor": 2.0}}}, "outliers.options.pixelate.factor: invalid value 2.0"),
     ({"outliers__options": {"jigsaw": {"grid": 1}}}, "outliers.options.jigsaw.grid: invalid value 1"),
-    ({"evaluate__score_options": {"knn": {"k": 0}}}, "evaluate.score_options.knn.k: 0"),
+    ({"evaluate__score_options": {"knn": {"k": 0}}}, "evaluate.score_options.knn.k: invalid value 0"),
     ({"distill__mtt__syn_steps": 0}, "distill.mtt.syn_steps: invalid value 0"),
 ]
 

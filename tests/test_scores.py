@@ -95,7 +95,7 @@ def test_knn_distance_on_the_unit_sphere():
 def test_knn_must_be_fitted_and_k_must_fit_the_set():
     with pytest.raises(RuntimeError, match="fit"):
         KNN()(probe(LOGITS))
-    with pytest.raises(ValueError, match=r"evaluate.score_options.knn.k: 101; expected an integer from 1 to 100"):
+    with pytest.raises(ValueError, match=r"evaluate.score_options.knn.k: invalid value 101; expected an integer from 1 to 100"):
         make_score("knn", {"k": 101}).check(100)
 
 
@@ -108,8 +108,8 @@ def test_knn_must_be_fitted_and_k_must_fit_the_set():
             r"evaluate.score_options.odin: unknown option\(s\) temperture; valid: temperature, noise",
         ),
         ("msp", {"temperature": 5}, r"evaluate.score_options.msp: unknown option\(s\) temperature; valid: none"),
-        ("knn", {"k": 2.5}, r"evaluate.score_options.knn.k: 2.5; expected an integer"),
-        ("energy", {"temperature": "hot"}, r"evaluate.score_options.energy.temperature: 'hot'; expected a number"),
+        ("knn", {"k": 2.5}, r"evaluate.score_options.knn.k: invalid value 2.5; expected an integer"),
+        ("energy", {"temperature": "hot"}, r"evaluate.score_options.energy.temperature: invalid value 'hot'; expected a number"),
         ("energy", [1], r"evaluate.score_options.energy: \[1\]; expected a mapping"),
         ("mahalanobis", {}, r"evaluate.scores: unknown value 'mahalanobis'; valid choices: msp, max_logit"),
     ],
@@ -122,8 +122,8 @@ def test_bad_options_name_the_key(name, options, pattern):
 @pytest.mark.parametrize(
     "name, options, pattern",
     [
-        ("energy", {"temperature": 0}, r"energy.temperature: 0.0; expected a finite number > 0"),
-        ("odin", {"noise": -0.1}, r"odin.noise: -0.1; expected a finite number >= 0"),
+        ("energy", {"temperature": 0}, r"energy.temperature: invalid value 0.0; expected a finite number > 0"),
+        ("odin", {"noise": -0.1}, r"odin.noise: invalid value -0.1; expected a finite number >= 0"),
     ],
 )
 def test_out_of_range_options_fail_the_check(name, options, pattern):

@@ -127,7 +127,7 @@ class ODIN(Score):
     def check(self, num_train: int | None = None) -> None:
         _positive("odin", "temperature", self.temperature)
         if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise ValueError(f"evaluate.score_options.odin.noise: {self.noise!r}; expected a finite number >= 0")
+            raise ValueError(f"evaluate.score_options.odin.noise: invalid value {self.noise!r}; expected a finite number >= 0")
 
     def __call__(self, probe: Probe) -> torch.Tensor:
         net, out = probe.net, []
@@ -158,10 +158,10 @@ class KNN(Score):
 
     def check(self, num_train: int | None = None) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"evaluate.score_options.knn.k: {self.k!r}; expected an integer >= 1")
+            raise ValueError(f"evaluate.score_options.knn.k: invalid value {self.k!r}; expected an integer >= 1")
         if num_train is not None and self.k > num_train:
             raise ValueError(
-                f"evaluate.score_options.knn.k: {self.k!r}; expected an integer from 1 to {num_train} "
+                f"evaluate.score_options.knn.k: invalid value {self.k!r}; expected an integer from 1 to {num_train} "
                 "(the number of InD images the evaluation nets train on)"
             )
 
@@ -177,7 +177,7 @@ class KNN(Score):
 
 def _positive(score: str, option: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"evaluate.score_options.{score}.{option}: {value!r}; expected a finite number > 0")
+        raise ValueError(f"evaluate.score_options.{score}.{option}: invalid value {value!r}; expected a finite number > 0")
 
 
 def make_score(name: str, options: dict | None = None) -> Score:
@@ -199,7 +199,7 @@ def make_score(name: str, options: dict | None = None) -> Score:
     for key, value in options.items():
         if isinstance(value, bool) or not isinstance(value, hints[key] if hints[key] is int else (int, float)):
             kind = "an integer" if hints[key] is int else "a number"
-            raise ValueError(f"evaluate.score_options.{name}.{key}: {value!r}; expected {kind}")
+            raise ValueError(f"evaluate.score_options.{name}.{key}: invalid value {value!r}; expected {kind}")
     score = cls(**{k: hints[k](v) for k, v in options.items()})
     score.check()
     return score
