@@ -269,6 +269,7 @@ def test_a_misspelt_key_or_a_bad_option_stops_the_run_before_any_stage_works(pro
         assert stages_run(out) == ["check_params"] and "params: outliers.options.pixelate.factor: invalid value 2.0" in out
     finally:
         (project / "params.yaml").write_text(good)
+    assert "up to date" in run(["dvc", "status"], project)  # the failed checks left every stage in sync
 
 
 def test_a_missing_evaluate_set_stops_the_run_before_the_upstream_stages(project):
