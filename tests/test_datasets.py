@@ -551,7 +551,9 @@ def test_a_changed_file_of_an_ood_dataset_set(cifar100_root, capsys):
     with pytest.raises(DataNotFoundError) as err:
         build_ood_sets(("cifar100",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles(root, False))
     msg = str(err.value)
-    assert msg.startswith(f"ood.sets: 1 OOD set(s) whose files are not the official ones (md5 differs) under data.root '{root}'")
+    assert msg.startswith(
+        f"ood.sets: 1 OOD set(s) with files present but not the official ones (md5 differs) under data.root '{root}'"
+    )
     assert f"{base / 'test'}: md5 differs from torchvision's" in msg and "set data.verify: false" in msg
     sets = build_ood_sets(("cifar100",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles(root, False, verify=False))
     assert torch.equal(sets.images["cifar100"], torch.from_numpy(test_x))

@@ -70,7 +70,8 @@ def test_a_missing_protocol_set_is_named_before_anything_is_read(tmp_path, capsy
     with pytest.raises(DataNotFoundError) as err:
         build_ood_sets(("dtd", "places365", "svhn"), (), {}, 4, (3, 32, 32), 0, "cifar10", files)
     msg = str(err.value)
-    assert "2 OOD set(s) not found" in msg and "places365:" in msg and "svhn:" in msg and "dtd:" not in msg
+    assert msg.startswith(f"ood.sets: 2 OOD set(s) with files missing under data.root '{tmp_path}':\n")
+    assert "places365:" in msg and "svhn:" in msg and "dtd:" not in msg
     assert str(tmp_path / "places365" / "val_256") in msg and str(tmp_path / "test_32x32.mat") in msg
     assert "ood.optional" in msg
     sets = build_ood_sets(("dtd", "places365", "svhn"), (), {}, 4, (3, 32, 32), 0, "cifar10", files,

@@ -53,8 +53,12 @@ from trustdd.image_sources import (
     open_npy,
     read_npy,
     skipped_message,
+    torchvision_files,
 )
 from trustdd.registry import Registry
+
+
+SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -241,11 +245,6 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size and x.shape[-2] == size else fit_images(x, (x.shape[1], size, size))
 
 
-def _md5_problems(files: list[tuple[Path, str]]) -> list[Mismatch]:
-    """The files (of ``(path, md5)``) that exist but fail torchvision's md5; missing ones are reported apart."""
-    return check_md5s(files)[1]
-
-
 def _without_md5(tv_class: type) -> type:
     """``tv_class`` with its md5s removed, so that it only reads: :meth:`DatasetInfo.ensure` has already
     checked them (or, with data.verify false, accepted other files), and a second md5 pass over the
@@ -339,7 +338,7 @@ class IdxSource(Source):
         return problems
 
     def checked(self, root: Path) -> list[Path]:
-        return [self.raw(root) / filename.removesuffix(".gz") for filename, _ in self.tv_class.resources]
+        return [f for f, _ in torchvision_files(self.tv_class, root)]  # the unpacked files
 
     @staticmethod
     def _unpack(gz: Path, unpacked: Path, md5: str | None) -> str:
@@ -387,14 +386,11 @@ class CifarSource(Source):
         )
 
     def expected(self, root: Path) -> list[Path]:
-        c = self.tv_class
-        files = [name for name, _ in c.train_list + c.test_list] + [c.meta["filename"]]
-        return [root / c.base_folder / name for name in files]
+        return [f for f, _ in torchvision_files(self.tv_class, root)]
 
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
-        c = self.tv_class
-        files = c.train_list + c.test_list + [[c.meta["filename"], c.meta["md5"]]]
-        return super().problems(root) + _md5_problems([(root / c.base_folder / name, md5) for name, md5 in files])
+        """Missing files, then the present ones whose md5 differs (missing ones are reported once)."""
+        return super().problems(root) + check_md5s(torchvision_files(self.tv_class, root))[1]
 
     def checked(self, root: Path) -> list[Path]:
         return self.expected(root)
@@ -421,11 +417,11 @@ class SvhnSource(Source):
     )
 
     def expected(self, root: Path) -> list[Path]:
-        return [root / SVHN.split_list[s][1] for s in ("train", "test")]
+        return [f for f, _ in torchvision_files(SVHN, root, SPLITS)]
 
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
-        files = [(root / SVHN.split_list[s][1], SVHN.split_list[s][2]) for s in ("train", "test")]
-        return super().problems(root) + _md5_problems(files)
+        """Missing files, then the present ones whose md5 differs (missing ones are reported once)."""
+        return super().problems(root) + check_md5s(torchvision_files(SVHN, root, SPLITS))[1]
 
     def checked(self, root: Path) -> list[Path]:
         return self.expected(root)
@@ -625,9 +621,6 @@ IMAGENET_SUBSETS: dict[str, tuple[tuple[str, str], ...]] = {
 # ---------------------------------------------------------------------------------------------------
 # A user's own data: an image-folder tree, or .npy arrays
 # ---------------------------------------------------------------------------------------------------
-
-SPLITS = ("train", "test")
-
 
 class ImageFolderSource(Source):
     """``ROOT/train/<class>/`` and ``ROOT/test/<class>/``: image files at any depth of each class folder,

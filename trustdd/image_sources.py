@@ -380,11 +380,12 @@ def check_md5s(files: list[tuple[Path, str | None]]) -> tuple[list[Path], list[M
     return missing, differs
 
 
-def torchvision_files(cls: type, root: str | Path) -> list[tuple[Path, str | None]]:
+def torchvision_files(cls: type, root: str | Path, splits: tuple[str, ...] = ("train",)) -> list[tuple[Path, str | None]]:
     """The files (with md5, where it checks one) that torchvision's dataset class ``cls`` needs under
-    ``root`` for its train split, where the class declares them: CIFAR-10/100's ``base_folder`` with
-    ``train_list``, ``test_list`` and ``meta``, SVHN's ``split_list``, the MNIST family's ``resources``
-    (checked unpacked, without md5). Empty for other classes."""
+    ``root`` for ``splits``, as the class declares them (the one place they are read from, also for
+    the InD datasets): CIFAR-10/100's ``base_folder`` with ``train_list``, ``test_list`` and ``meta``
+    (all of them, for either split, as torchvision checks them), SVHN's ``split_list``, the MNIST
+    family's ``resources`` (both splits, checked unpacked, without md5). Empty for other classes."""
     from torchvision.datasets import MNIST
 
     root = Path(root)
@@ -394,21 +395,22 @@ def torchvision_files(cls: type, root: str | Path) -> list[tuple[Path, str | Non
         if isinstance(meta, dict) and "filename" in meta:
             files.append((meta["filename"], meta.get("md5")))
         return [(root / cls.base_folder / n, m) for n, m in files]
-    split = getattr(cls, "split_list", {}).get("train") if isinstance(getattr(cls, "split_list", None), dict) else None
-    if isinstance(split, (list, tuple)) and len(split) == 3:
-        return [(root / split[1], split[2])]
+    if isinstance(getattr(cls, "split_list", None), dict):
+        found = [cls.split_list.get(s) for s in splits]
+        return [(root / f[1], f[2]) for f in found if isinstance(f, (list, tuple)) and len(f) == 3]
     if isinstance(cls, type) and issubclass(cls, MNIST):
         return [(root / cls.__name__ / "raw" / Path(u).name.removesuffix(".gz"), None) for u, _ in cls.resources]
     return []
 
 
-def files_headline(missing: int, differs: int) -> str:
-    """What is wrong, in words that are true for the case: files missing, not the official ones, or both."""
+def files_headline(missing: int, differs: int, what: str = "file(s)") -> str:
+    """What is wrong, in words that are true for the case: files missing, not the official ones, or both
+    (``what`` counts them, e.g. "OOD set(s) with files")."""
     parts = []
     if missing:
-        parts.append(f"{missing} file(s) missing")
+        parts.append(f"{missing} {what} missing")
     if differs:
-        parts.append(f"{differs} file(s) present but not the official ones (md5 differs)")
+        parts.append(f"{differs} {what} present but not the official ones (md5 differs)")
     return " and ".join(parts)
 
 

@@ -251,7 +251,7 @@ def check_available(
     """Before anything is read: the optional sets whose files are missing (name -> why), to be skipped.
     A missing set that is not optional, or a set that is the InD dataset itself, raises DataNotFoundError
     naming every such set, what was expected where, and how to get it."""
-    skipped, missing, kinds = {}, [], set()
+    skipped, missing, n_missing, n_differs = {}, [], 0, 0
     for name in names:
         entry = OOD_SETS.get(name)
         if dataset in entry.same_as:
@@ -263,18 +263,15 @@ def check_available(
             skipped[name] = "; ".join(map(str, problems))
         elif problems:
             missing.append(f"  {name}: {'; '.join(map(str, problems))}\n    to get it: {entry.hint}")
-            kinds |= {isinstance(p, image_sources.Mismatch) for p in problems}
+            n_missing += any(not isinstance(p, image_sources.Mismatch) for p in problems)
+            n_differs += any(isinstance(p, image_sources.Mismatch) for p in problems)
     if missing:
-        differs = True in kinds
-        what = {
-            frozenset({False}): "not found",
-            frozenset({True}): "whose files are not the official ones (md5 differs)",
-        }.get(frozenset(kinds), "not found or not the official files (md5 differs)")
+        what = image_sources.files_headline(n_missing, n_differs, "OOD set(s) with files")
         raise DataNotFoundError(
-            f"ood.sets: {len(missing)} OOD set(s) {what} under data.root {str(files.root)!r}:\n" + "\n".join(missing)
+            f"ood.sets: {what} under data.root {str(files.root)!r}:\n" + "\n".join(missing)
             + "\nPut the files there, set data.root (or TRUSTDD_DATA_ROOT), list the set in ood.optional to skip it "
             "when missing, or remove it from ood.sets."
-            + (" To use files whose md5 differs as they are, set data.verify: false." if differs else "")
+            + (" To use files whose md5 differs as they are, set data.verify: false." if n_differs else "")
         )
     return skipped
 
