@@ -611,6 +611,18 @@ def test_imagefolder_sorted_classes_rgb_resized_and_undecodable_files_skipped(fo
     assert d["skipped"][0]["file"].endswith("broken.jpg") and "verified" not in d
 
 
+@pytest.mark.parametrize("dataset", ["npy", "imagefolder"])
+def test_verify_false_records_nothing_for_a_dataset_without_md5s(dataset, folder_root, tmp_path):
+    from trustdd.data import prepare
+
+    root = _write_npy(tmp_path / "arr") if dataset == "npy" else folder_root
+    info = DATASETS.get(dataset).resolve(root, 8)
+    split = info.load(root, False, image_size=8, verify=False)
+    assert split.checksums is None  # no file was checked: no "verified: false, checksums: {}"
+    d = prepare(info, split, 0, torch.Generator()).to_dict()
+    assert "verified" not in d and "checksums" not in d
+
+
 def _class_dir(root: Path, split: str, name: str, n: int = 1) -> None:
     for i in range(n):
         _solid(root / split / name / f"{i}.png", (5, 5, 5), size=(8, 8))

@@ -146,7 +146,7 @@ class DatasetInfo:
         """Make sure the files are under ``root`` (downloading when allowed), else DataNotFoundError (or
         InvalidDataError for files present with another md5). With ``verify`` false, a file whose md5 is
         not the official one is used anyway, with a warning, and the md5s of the checked files are
-        returned ({file: md5}); with ``verify`` true, None."""
+        returned ({file: md5}); None with ``verify`` true, or when the dataset has no md5-checked file."""
         problems = self.source.problems(root, verify)
         blocking = [p for p in problems if verify or not isinstance(p, Mismatch)]
         if blocking and download:
@@ -159,7 +159,7 @@ class DatasetInfo:
             return None
         for p in problems:
             warn(f"dataset {self.name!r}: data.verify is false, so a file that is not the official one is used: {p}")
-        return {str(p): file_md5(p) for p in self.source.checked(root)}
+        return {str(p): file_md5(p) for p in self.source.checked(root)} or None
 
     def files_error(self, root: Path, download: bool, problems: list[str | Mismatch]) -> DataNotFoundError:
         """The error for ``problems``, with a headline that is true for the case: files missing (each
