@@ -13,7 +13,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN
 
 from trustdd import datasets
 from trustdd.datasets import DATASETS, IMAGENET_SUBSETS, DataNotFoundError
-from trustdd.image_sources import ImageSourceError
+from trustdd.image_sources import ImageSourceError, SkippedImagesWarning
 
 from conftest import cifar_images as _cifar_images, md5, write_pickle as _pickle
 
@@ -609,6 +609,13 @@ def test_imagefolder_sorted_classes_rgb_resized_and_undecodable_files_skipped(fo
     d = prepared.to_dict()
     assert d["dataset"] == "imagefolder" and d["classes"] == ["ant", "moth", "zebra"]
     assert d["skipped"][0]["file"].endswith("broken.jpg") and "verified" not in d
+
+
+def test_imagefolder_undecodable_files_are_warned_as_for_ood_folders(folder_root):
+    source = DATASETS.get("imagefolder").source
+    with pytest.warns(SkippedImagesWarning, match=r"^dataset 'imagefolder' \(train\): skipped 1 of 11 image files"):
+        _, _, skipped = source.read_split(folder_root, True, 8)
+    assert [f.name for f, _ in skipped] == ["broken.jpg"]
 
 
 @pytest.mark.parametrize("dataset", ["npy", "imagefolder"])

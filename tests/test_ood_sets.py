@@ -78,7 +78,7 @@ def test_a_missing_protocol_set_is_named_before_anything_is_read(tmp_path, capsy
                           optional=("places365", "svhn"))
     assert list(sets.images) == ["dtd"]
     assert sets.report["places365"]["images"] == 0 and "missing" in sets.report["places365"]["skipped_set"]
-    assert "optional set 'svhn' skipped" in capsys.readouterr().out
+    assert "warning: ood.sets: optional set 'svhn' skipped" in capsys.readouterr().err
 
 
 def test_a_set_drawn_from_the_ind_dataset_is_refused():
@@ -106,7 +106,7 @@ def test_user_folder_with_an_unreadable_file_is_read_and_the_file_reported(tmp_p
     report = sets.report["mine"]
     assert report["images"] == 5 and report["group"] == "near"
     assert [s["file"] for s in report["skipped"]] == [str(root / "zz_broken.jpg")]
-    assert "skipped 1 of 6 image files" in capsys.readouterr().out
+    assert "warning: ood.user[0].path: skipped 1 of 6 image files" in capsys.readouterr().err
 
 
 def test_user_folder_is_capped_with_a_seeded_subset(tmp_path):
@@ -132,7 +132,7 @@ def test_optional_missing_set_is_skipped_and_reported(tmp_path, capsys):
     sets = build_ood_sets(("uniform_noise",), user, {}, 10, SHAPE, seed=0)
     assert list(sets.images) == ["uniform_noise"]
     assert sets.report["later"]["images"] == 0 and "does not exist" in sets.report["later"]["skipped_set"]
-    assert "optional set 'later' skipped" in capsys.readouterr().out
+    assert "warning: ood.user[0]: optional set 'later' skipped" in capsys.readouterr().err
 
 
 def test_skipped_sets_travel_with_the_artefact_to_evaluation(tmp_path):

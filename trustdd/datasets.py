@@ -20,7 +20,8 @@ anything is read. Images come back as uint8 N x C x H x W at the requested size,
 Files with an official md5 (the MNIST family, SVHN, CIFAR-10/100) are checked before anything is read: a
 file that is missing and a file that is present with another md5 are told apart, with both md5s. With
 ``data.verify: false`` the latter are used anyway, one warning each, and :meth:`DatasetInfo.ensure`
-returns the md5s of the files read, which the prepare stage records in ``ind.pt``.
+returns the md5s of the files read, which the prepare stage records in ``ind.pt``. Warnings are
+``warning: ...`` lines on stderr (:func:`trustdd.image_sources.warn`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import dataclasses
 import gzip
 import hashlib
 import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +52,10 @@ from trustdd.image_sources import (
     looked_for,
     open_npy,
     read_npy,
-    skipped_message,
     torchvision_files,
+    warn,
+    warn_skipped,
+    warnings_logged,
 )
 from trustdd.registry import Registry
 
@@ -79,11 +81,6 @@ class DataNotFoundError(FileNotFoundError):
 class InvalidDataError(DataNotFoundError):
     """The files are there but are not what the dataset needs (not the official md5, a wrong layout, shape,
     dtype or labels); a DataNotFoundError, so every stage reports it as one message and exits 2."""
-
-
-def warn(message: str) -> None:
-    """A warning line in the stage's log (stderr)."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 class Source:
@@ -119,7 +116,8 @@ class Source:
         raise NotImplementedError
 
     def read_split(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """:meth:`read`, and the (file, error) of the image files left out because they do not decode."""
+        """:meth:`read`, and the (file, error) of the image files left out because they do not decode
+        (warned about with a :class:`~trustdd.image_sources.SkippedImagesWarning`)."""
         x, y = self.read(root, train, size)
         return x, y, []
 
@@ -217,8 +215,9 @@ class DatasetInfo:
         checksums = self.ensure(root, download, verify)
         info = self.resolve(root, image_size)
         size = image_size or info.image_size
-        train_x, train_y, train_skipped = self.source.read_split(root, True, size)
-        test_x, test_y, test_skipped = self.source.read_split(root, False, size)
+        with warnings_logged():  # undecodable image files: a warning: line each split, as for OOD folders
+            train_x, train_y, train_skipped = self.source.read_split(root, True, size)
+            test_x, test_y, test_skipped = self.source.read_split(root, False, size)
         for split, y in (("train", train_y), ("test", test_y)):
             if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < info.num_classes:
                 raise DataNotFoundError(
@@ -628,7 +627,8 @@ class ImageFolderSource(Source):
     ``.``, are ignored); the test split must have the same class folders, and every class images in both.
     Images are read as RGB (grayscale, palette and RGBA files converted; alpha dropped), resized so the
     shorter side is ``data.image_size`` (which must be set) and centre-cropped, as the ImageNet subsets.
-    Files that do not decode are left out and reported, as for OOD image folders."""
+    Files that do not decode are left out and reported, as for OOD image folders: a
+    :class:`~trustdd.image_sources.SkippedImagesWarning` per split, and the Split's ``skipped``."""
 
     from_files = True
     downloadable = False
@@ -707,8 +707,7 @@ class ImageFolderSource(Source):
             labels += [c] * len(files[split][name])
         x, kept, skipped = decode_images(paths, (self.channels, size, size))
         y = torch.tensor(labels, dtype=torch.long)[torch.tensor(kept, dtype=torch.long)]
-        if skipped:
-            warn(skipped_message(f"dataset 'imagefolder' ({split})", root / split, skipped, len(paths)))
+        warn_skipped(f"dataset 'imagefolder' ({split})", root / split, skipped, len(paths))
         counts = torch.bincount(y, minlength=len(classes))
         empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
         if empty:

@@ -12,8 +12,10 @@ import hashlib
 import inspect
 import os
 import pickle
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,24 @@ class ImageSourceError(ValueError):
 
 class SkippedImagesWarning(UserWarning):
     """Some files of an image folder could not be decoded and were left out."""
+
+
+def warn(message: str) -> None:
+    """A warning line in the stage's log: ``warning: <message>`` on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def warnings_logged() -> Iterator[None]:
+    """The warnings raised inside (e.g. :class:`SkippedImagesWarning`), each as a :func:`warn` line,
+    also when the block raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedImagesWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                warn(str(w.message))
 
 
 def subsample(n: int, max_images: int, generator: torch.Generator, key: str) -> torch.Tensor:
@@ -202,8 +222,7 @@ def read_folder(
             f"{key}: none of the {len(chosen)} image files tried under {str(root)!r} could be decoded "
             f"(first: {skipped[0][0].relative_to(root).as_posix()}: {skipped[0][1]})"
         )
-    if skipped:
-        warnings.warn(skipped_message(key, root, skipped, len(chosen)), SkippedImagesWarning, stacklevel=2)
+    warn_skipped(key, root, skipped, len(chosen))
     return FolderImages(out[: len(decoded)], decoded, skipped)
 
 
@@ -248,10 +267,15 @@ def decode_files(files: list[Path], shape: tuple[int, int, int], what: str, work
     return out
 
 
-def skipped_message(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> str:
+def warn_skipped(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> None:
+    """One :class:`SkippedImagesWarning` for the files under ``root`` left out because they do not decode
+    (nothing when none was); it counts them and names the first ``NAMED_SKIPPED``."""
+    if not skipped:
+        return
     named = "; ".join(f"{f.relative_to(root).as_posix()} ({err})" for f, err in skipped[:NAMED_SKIPPED])
     more = f"; and {len(skipped) - NAMED_SKIPPED} more" if len(skipped) > NAMED_SKIPPED else ""
-    return f"{key}: skipped {len(skipped)} of {tried} image files under {str(root)!r} that could not be decoded: {named}{more}"
+    message = f"{key}: skipped {len(skipped)} of {tried} image files under {str(root)!r} that could not be decoded: {named}{more}"
+    warnings.warn(message, SkippedImagesWarning, stacklevel=3)
 
 
 def _dataset_class(name: str, key: str) -> type:

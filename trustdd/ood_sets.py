@@ -18,7 +18,6 @@ far: MNIST, SVHN, Textures, Places365). ``ood.groups`` overrides any of them. A 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -116,13 +115,10 @@ def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generat
 
 
 def _read_folder(path, shape: tuple[int, int, int], size: int, g: torch.Generator, key: str):
-    """``image_sources.read_folder``, with its warning about undecodable files printed to the stage log."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", image_sources.SkippedImagesWarning)
-        read = image_sources.read_folder(path, shape, size, g, key)
-    for w in caught:
-        print(f"warning: {w.message}")
-    return read
+    """``image_sources.read_folder``, with its warning about undecodable files in the stage log (as the
+    InD ``imagefolder`` dataset's)."""
+    with image_sources.warnings_logged():
+        return image_sources.read_folder(path, shape, size, g, key)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,7 +292,7 @@ def build_ood_sets(
     for name in names:
         entry = OOD_SETS.get(name)
         if name in skipped:
-            print(f"warning: ood.sets: optional set {name!r} skipped: {skipped[name]}")
+            image_sources.warn(f"ood.sets: optional set {name!r} skipped: {skipped[name]}")
             report[name] = {"source": "built-in", "images": 0, "skipped_set": skipped[name]}
             continue
         images[name] = entry.make(size, shape, generator(seed, "ood", name), files)
@@ -309,7 +305,7 @@ def build_ood_sets(
     for i, u in enumerate(user):
         key = f"ood.user[{i}]"
         if u.optional and not Path(u.path).exists():
-            print(f"warning: {key}: optional set {u.name!r} skipped: {u.path!r} does not exist")
+            image_sources.warn(f"{key}: optional set {u.name!r} skipped: {u.path!r} does not exist")
             report[u.name] = {"source": f"{u.format} {u.path}", "images": 0, "skipped_set": f"{u.path!r} does not exist"}
             continue
         images[u.name], report[u.name] = read_user_set(u, key, shape, size, generator(seed, "ood", u.name))
