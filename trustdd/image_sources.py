@@ -164,13 +164,38 @@ def image_extensions() -> tuple[str, ...]:
     return tuple(e.lower() for e in IMG_EXTENSIONS)
 
 
+def _image_files(folder: str, rel: str, exts: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(relative posix path, path) of the image files under ``folder``, any depth, each folder listed
+    once (``os.scandir``), files before subfolders; symlinked folders are not entered and unreadable
+    folders are passed over, as ``Path.rglob`` does."""
+    try:
+        listing = os.scandir(folder)
+    except PermissionError:
+        return
+    subfolders = []
+    with listing:
+        for e in listing:
+            if e.is_dir():
+                if not e.is_symlink():
+                    subfolders.append(e)
+            elif os.path.splitext(e.name)[1].lower() in exts and e.is_file():
+                yield rel + e.name, e.path
+    for d in subfolders:
+        yield from _image_files(d.path, f"{rel}{d.name}/", exts)
+
+
 def list_images(root: Path) -> list[Path]:
     """The image files under the folder ``root`` (by extension, any depth), sorted by relative path."""
-    exts = image_extensions()
-    return sorted(
-        (f for f in root.rglob("*") if f.suffix.lower() in exts and f.is_file()),
-        key=lambda f: f.relative_to(root).as_posix(),
-    )
+    return [Path(f) for _, f in sorted(_image_files(str(root), "", image_extensions()))]
+
+
+def has_image(root: Path) -> bool:
+    """Whether the folder ``root`` holds an image file at any depth; stops at the first one found."""
+    found = _image_files(str(root), "", image_extensions())
+    try:
+        return next(found, None) is not None
+    finally:
+        found.close()
 
 
 def looked_for() -> str:
