@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import os
 import struct
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN
 
 from trustdd import datasets
 from trustdd.datasets import DATASETS, IMAGENET_SUBSETS, DataNotFoundError
-from trustdd.image_sources import ImageSourceError
+from trustdd.image_sources import ImageSourceError, SkippedImagesWarning
 
 from conftest import cifar_images as _cifar_images, md5, write_pickle as _pickle
 
@@ -551,7 +552,9 @@ def test_a_changed_file_of_an_ood_dataset_set(cifar100_root, capsys):
     with pytest.raises(DataNotFoundError) as err:
         build_ood_sets(("cifar100",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles(root, False))
     msg = str(err.value)
-    assert msg.startswith(f"ood.sets: 1 OOD set(s) whose files are not the official ones (md5 differs) under data.root '{root}'")
+    assert msg.startswith(
+        f"ood.sets: 1 OOD set(s) with files present but not the official ones (md5 differs) under data.root '{root}'"
+    )
     assert f"{base / 'test'}: md5 differs from torchvision's" in msg and "set data.verify: false" in msg
     sets = build_ood_sets(("cifar100",), (), {}, 4, (3, 32, 32), 0, "cifar10", DataFiles(root, False, verify=False))
     assert torch.equal(sets.images["cifar100"], torch.from_numpy(test_x))
@@ -609,6 +612,56 @@ def test_imagefolder_sorted_classes_rgb_resized_and_undecodable_files_skipped(fo
     assert d["skipped"][0]["file"].endswith("broken.jpg") and "verified" not in d
 
 
+def test_imagefolder_validation_lists_only_the_top_and_prepare_lists_each_folder_once(folder_root, monkeypatch):
+    listed = []
+
+    def counting(real):
+        def listing(path="."):
+            listed.append(Path(path).relative_to(folder_root).as_posix())
+            return real(path)
+
+        return listing
+
+    monkeypatch.setattr(os, "scandir", counting(os.scandir))
+    monkeypatch.setattr(os, "listdir", counting(os.listdir))
+    classes = ("ant", "moth", "zebra")
+    info = DATASETS.get("imagefolder").resolve(folder_root, 16)  # what every stage start does
+    # train/ and test/, and each class folder up to its first image: test/ant/sub is not looked into
+    assert sorted(listed) == sorted(["train", "test"] + [f"{s}/{c}" for s in ("train", "test") for c in classes])
+    listed.clear()
+    split = info.load(folder_root, False, image_size=16)  # prepare_data: the resolved entry, not resolved again
+    assert sorted(listed) == sorted(
+        ["train", "test"] + [f"{s}/{c}" for s in ("train", "test") for c in classes] + ["test/ant/sub"]
+    )
+    assert split.classes == classes and split.test_x.shape[0] == 7
+
+
+def test_imagefolder_undecodable_files_are_warned_as_for_ood_folders(folder_root):
+    source = DATASETS.get("imagefolder").source
+    with pytest.warns(SkippedImagesWarning, match=r"^dataset 'imagefolder' \(train\): skipped 1 of 11 image files"):
+        _, _, classes, skipped = source.read_splits(folder_root, 8)
+    assert classes == ("ant", "moth", "zebra") and [f.name for f, _ in skipped] == ["broken.jpg"]
+
+
+def test_imagefolder_image_size_is_a_params_mistake_not_a_file_problem(folder_root, tmp_path):
+    for root in (folder_root, tmp_path / "nowhere"):
+        with pytest.raises(ValueError, match=r"^data.image_size: invalid value 0; expected the side \(> 0\)") as err:
+            DATASETS.get("imagefolder").resolve(root, 0)
+        assert not isinstance(err.value, DataNotFoundError)
+
+
+@pytest.mark.parametrize("dataset", ["npy", "imagefolder"])
+def test_verify_false_records_nothing_for_a_dataset_without_md5s(dataset, folder_root, tmp_path):
+    from trustdd.data import prepare
+
+    root = _write_npy(tmp_path / "arr") if dataset == "npy" else folder_root
+    info = DATASETS.get(dataset).resolve(root, 8)
+    split = info.load(root, False, image_size=8, verify=False)
+    assert split.checksums is None  # no file was checked: no "verified: false, checksums: {}"
+    d = prepare(info, split, 0, torch.Generator()).to_dict()
+    assert "verified" not in d and "checksums" not in d
+
+
 def _class_dir(root: Path, split: str, name: str, n: int = 1) -> None:
     for i in range(n):
         _solid(root / split / name / f"{i}.png", (5, 5, 5), size=(8, 8))
@@ -617,7 +670,6 @@ def _class_dir(root: Path, split: str, name: str, n: int = 1) -> None:
 @pytest.mark.parametrize(
     "make, image_size, pieces",
     [
-        (lambda r: None, 0, ["dataset 'imagefolder': data.image_size: invalid value 0; expected the side (> 0)"]),
         (lambda r: _class_dir(r, "test", "c"), 8,
          ["class folder(s) c of {root}/test are not in {root}/train"]),
         (lambda r: (r / "test" / "b").rename(r / "test" / "x"), 8,
@@ -633,7 +685,7 @@ def _class_dir(root: Path, split: str, name: str, n: int = 1) -> None:
         (lambda r: [f.write_bytes(b"xx") for f in (r / "train" / "a").iterdir()], 8,
          ["class(es) a have no image in {root}/train that decodes"]),
     ],
-    ids=["no-image-size", "extra-test-class", "test-class-not-in-train", "class-missing-from-test",
+    ids=["extra-test-class", "test-class-not-in-train", "class-missing-from-test",
          "empty-folder-missing-from-test", "empty-train-class", "loose-file", "nothing-decodes"],
 )
 def test_imagefolder_errors_name_the_folder_and_key(tmp_path, make, image_size, pieces):

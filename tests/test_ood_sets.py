@@ -70,14 +70,15 @@ def test_a_missing_protocol_set_is_named_before_anything_is_read(tmp_path, capsy
     with pytest.raises(DataNotFoundError) as err:
         build_ood_sets(("dtd", "places365", "svhn"), (), {}, 4, (3, 32, 32), 0, "cifar10", files)
     msg = str(err.value)
-    assert "2 OOD set(s) not found" in msg and "places365:" in msg and "svhn:" in msg and "dtd:" not in msg
+    assert msg.startswith(f"ood.sets: 2 OOD set(s) with files missing under data.root '{tmp_path}':\n")
+    assert "places365:" in msg and "svhn:" in msg and "dtd:" not in msg
     assert str(tmp_path / "places365" / "val_256") in msg and str(tmp_path / "test_32x32.mat") in msg
     assert "ood.optional" in msg
     sets = build_ood_sets(("dtd", "places365", "svhn"), (), {}, 4, (3, 32, 32), 0, "cifar10", files,
                           optional=("places365", "svhn"))
     assert list(sets.images) == ["dtd"]
     assert sets.report["places365"]["images"] == 0 and "missing" in sets.report["places365"]["skipped_set"]
-    assert "optional set 'svhn' skipped" in capsys.readouterr().out
+    assert "warning: ood.sets: optional set 'svhn' skipped" in capsys.readouterr().err
 
 
 def test_a_set_drawn_from_the_ind_dataset_is_refused():
@@ -105,7 +106,7 @@ def test_user_folder_with_an_unreadable_file_is_read_and_the_file_reported(tmp_p
     report = sets.report["mine"]
     assert report["images"] == 5 and report["group"] == "near"
     assert [s["file"] for s in report["skipped"]] == [str(root / "zz_broken.jpg")]
-    assert "skipped 1 of 6 image files" in capsys.readouterr().out
+    assert "warning: ood.user[0].path: skipped 1 of 6 image files" in capsys.readouterr().err
 
 
 def test_user_folder_is_capped_with_a_seeded_subset(tmp_path):
@@ -131,7 +132,7 @@ def test_optional_missing_set_is_skipped_and_reported(tmp_path, capsys):
     sets = build_ood_sets(("uniform_noise",), user, {}, 10, SHAPE, seed=0)
     assert list(sets.images) == ["uniform_noise"]
     assert sets.report["later"]["images"] == 0 and "does not exist" in sets.report["later"]["skipped_set"]
-    assert "optional set 'later' skipped" in capsys.readouterr().out
+    assert "warning: ood.user[0]: optional set 'later' skipped" in capsys.readouterr().err
 
 
 def test_skipped_sets_travel_with_the_artefact_to_evaluation(tmp_path):

@@ -233,8 +233,10 @@ def test_own_image_folder_needs_an_image_size_and_its_folders(tmp_path, monkeypa
             (root / split / name).mkdir(parents=True)
             Image.new("RGB", (9, 7)).save(root / split / name / "a.png")
     common = dict(dataset="imagefolder", data__root=str(root), data__train_limit=0)
-    with pytest.raises(DataNotFoundError, match=r"dataset 'imagefolder': data.image_size: invalid value 0; expected the side"):
+    with pytest.raises(ParamsError, match=r"^params: data.image_size: invalid value 0; expected the side \(> 0\)"):
         load_params(write(tmp_path, **common))
+    with pytest.raises(ParamsError, match=r"^params: data.image_size: invalid value 0"):  # whatever the files
+        load_params(write(tmp_path, **{**common, "data__root": str(tmp_path / "nowhere")}))
     p = load_params(write(tmp_path, **common, data__image_size=32))
     assert p.ind_shape() == (3, 32, 32) and p.net_spec().num_classes == 2
     with pytest.raises(DataNotFoundError, match=r"files not found under data.root '.*nowhere'"):

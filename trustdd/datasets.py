@@ -13,14 +13,16 @@ anything is read. Images come back as uint8 N x C x H x W at the requested size,
   shorter side is the image size and centre-cropped (MTT's Resize + CenterCrop), 128 by default.
 - ``imagefolder``, ``npy``: a user's own data (``train/<class>/`` and ``test/<class>/`` image folders, or
   ``x_train.npy``/``y_train.npy``/``x_test.npy``/``y_test.npy``). Their channels, size and classes come
-  from the files: :meth:`DatasetInfo.resolve` reads them from metadata only (folder listings, .npy
-  headers and labels), so the params check refuses bad files in seconds; their mean and std are
-  computed from the train images when the data is prepared.
+  from the files: :meth:`DatasetInfo.resolve` reads them from metadata only (the class folder names and
+  one image file name per class folder; .npy headers and labels), so the params check refuses bad
+  files in seconds; the image folders are listed in full once, when the data is prepared
+  (:meth:`DatasetInfo.load`), and their mean and std are computed from the train images then.
 
 Files with an official md5 (the MNIST family, SVHN, CIFAR-10/100) are checked before anything is read: a
 file that is missing and a file that is present with another md5 are told apart, with both md5s. With
 ``data.verify: false`` the latter are used anyway, one warning each, and :meth:`DatasetInfo.ensure`
-returns the md5s of the files read, which the prepare stage records in ``ind.pt``.
+returns the md5s of the files read, which the prepare stage records in ``ind.pt``. Warnings are
+``warning: ...`` lines on stderr (:func:`trustdd.image_sources.warn`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,14 +49,21 @@ from trustdd.image_sources import (
     decode_images,
     file_md5,
     files_headline,
+    has_image,
     image_extensions,
     list_images,
     looked_for,
     open_npy,
     read_npy,
-    skipped_message,
+    torchvision_files,
+    warn,
+    warn_skipped,
+    warnings_logged,
 )
 from trustdd.registry import Registry
+
+
+SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,6 @@ class InvalidDataError(DataNotFoundError):
     dtype or labels); a DataNotFoundError, so every stage reports it as one message and exits 2."""
 
 
-def warn(message: str) -> None:
-    """A warning line in the stage's log (stderr)."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
 class Source:
     """Where a dataset's files live under the root, how to read one split, and how to fetch them."""
 
@@ -99,6 +103,9 @@ class Source:
         """The files whose md5 is checked and that are read (recorded when data.verify is false)."""
         return []
 
+    def check_image_size(self, image_size: int) -> None:
+        """ValueError naming ``data.image_size`` when the dataset cannot take it, whatever the files."""
+
     def resolve(self, info: "DatasetInfo", root: Path, image_size: int) -> "DatasetInfo":
         """``info`` for the files under ``root`` (only for ``from_files`` sources)."""
         return info
@@ -114,10 +121,11 @@ class Source:
         """One split -> (uint8 N x C x size x size, int64 labels)."""
         raise NotImplementedError
 
-    def read_split(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """:meth:`read`, and the (file, error) of the image files left out because they do not decode."""
-        x, y = self.read(root, train, size)
-        return x, y, []
+    def read_splits(self, root: Path, size: int) -> tuple[tuple, tuple, tuple[str, ...], list[tuple[Path, str]]]:
+        """Both splits at once: ((train_x, train_y), (test_x, test_y), the classes, and the (file, error)
+        of the image files left out because they do not decode, each split warned about with a
+        :class:`~trustdd.image_sources.SkippedImagesWarning`)."""
+        return self.read(root, True, size), self.read(root, False, size), self.classes(root), []
 
     def classes(self, root: Path) -> tuple[str, ...]:
         return ()
@@ -142,7 +150,7 @@ class DatasetInfo:
         """Make sure the files are under ``root`` (downloading when allowed), else DataNotFoundError (or
         InvalidDataError for files present with another md5). With ``verify`` false, a file whose md5 is
         not the official one is used anyway, with a warning, and the md5s of the checked files are
-        returned ({file: md5}); with ``verify`` true, None."""
+        returned ({file: md5}); None with ``verify`` true, or when the dataset has no md5-checked file."""
         problems = self.source.problems(root, verify)
         blocking = [p for p in problems if verify or not isinstance(p, Mismatch)]
         if blocking and download:
@@ -155,7 +163,7 @@ class DatasetInfo:
             return None
         for p in problems:
             warn(f"dataset {self.name!r}: data.verify is false, so a file that is not the official one is used: {p}")
-        return {str(p): file_md5(p) for p in self.source.checked(root)}
+        return {str(p): file_md5(p) for p in self.source.checked(root)} or None
 
     def files_error(self, root: Path, download: bool, problems: list[str | Mismatch]) -> DataNotFoundError:
         """The error for ``problems``, with a headline that is true for the case: files missing (each
@@ -194,35 +202,46 @@ class DatasetInfo:
             f"{problem_lines}\n{get}\n{replace}"
         )
 
+    @property
+    def resolved(self) -> bool:
+        """Whether this entry's channels, size and classes are known (always, but for a user's own data
+        before :meth:`resolve`)."""
+        return not self.source.from_files or self.num_classes > 0
+
     def resolve(self, root: Path, image_size: int = 0) -> "DatasetInfo":
         """This entry for the files under ``root`` at ``image_size``: itself for the datasets with fixed
         constants. For a user's own data (``imagefolder``, ``npy``), the channels, size and number of
-        classes are read from the files' metadata (no image is decoded), and mean and std are left empty
-        (``trustdd.data.prepare`` computes them from the train images); missing or invalid files raise
-        DataNotFoundError / InvalidDataError naming the file and the key."""
+        classes are read from the files' metadata (no image is decoded, no folder listed in full), and
+        mean and std are left empty (``trustdd.data.prepare`` computes them from the train images);
+        missing or invalid files raise DataNotFoundError / InvalidDataError naming the file and the key,
+        an invalid ``image_size`` a ValueError (a params mistake, not a file problem)."""
         if not self.source.from_files:
             return self
         root = Path(root)
+        self.source.check_image_size(image_size)
         problems = self.source.problems(root)
         if problems:
             raise self.files_error(root, False, problems)
         return self.source.resolve(self, root, image_size)
 
     def load(self, root: Path, download: bool, image_size: int = 0, verify: bool = True) -> Split:
+        """Both splits at ``image_size`` (0 = the entry's). A user's own data is resolved first unless
+        this entry already is (``Params.dataset_info``); its image folders are listed once, here, and
+        its undecodable files are left out with a ``warning:`` line each split and listed in the Split."""
         root = Path(root)
         checksums = self.ensure(root, download, verify)
-        info = self.resolve(root, image_size)
+        info = self if self.resolved else self.resolve(root, image_size)
         size = image_size or info.image_size
-        train_x, train_y, train_skipped = self.source.read_split(root, True, size)
-        test_x, test_y, test_skipped = self.source.read_split(root, False, size)
+        with warnings_logged():  # undecodable image files: a warning: line each split, as for OOD folders
+            (train_x, train_y), (test_x, test_y), classes, skipped = self.source.read_splits(root, size)
         for split, y in (("train", train_y), ("test", test_y)):
             if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < info.num_classes:
                 raise DataNotFoundError(
                     f"dataset {self.name!r}: {split} labels span {int(y.min())}..{int(y.max())}, outside the "
                     f"{info.num_classes} classes of this dataset; the files under {str(root)!r} are not {self.name}"
                 )
-        skipped = tuple((str(f), err) for f, err in train_skipped + test_skipped)
-        return Split(train_x, train_y, test_x, test_y, self.source.classes(root), checksums, skipped)
+        skipped = tuple((str(f), err) for f, err in skipped)
+        return Split(train_x, train_y, test_x, test_y, classes, checksums, skipped)
 
     def load_test(
         self, root: Path, download: bool, shape: tuple[int, int, int], verify: bool = True
@@ -239,11 +258,6 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size and x.shape[-2] == size else fit_images(x, (x.shape[1], size, size))
-
-
-def _md5_problems(files: list[tuple[Path, str]]) -> list[Mismatch]:
-    """The files (of ``(path, md5)``) that exist but fail torchvision's md5; missing ones are reported apart."""
-    return check_md5s(files)[1]
 
 
 def _without_md5(tv_class: type) -> type:
@@ -339,7 +353,7 @@ class IdxSource(Source):
         return problems
 
     def checked(self, root: Path) -> list[Path]:
-        return [self.raw(root) / filename.removesuffix(".gz") for filename, _ in self.tv_class.resources]
+        return [f for f, _ in torchvision_files(self.tv_class, root)]  # the unpacked files
 
     @staticmethod
     def _unpack(gz: Path, unpacked: Path, md5: str | None) -> str:
@@ -387,14 +401,11 @@ class CifarSource(Source):
         )
 
     def expected(self, root: Path) -> list[Path]:
-        c = self.tv_class
-        files = [name for name, _ in c.train_list + c.test_list] + [c.meta["filename"]]
-        return [root / c.base_folder / name for name in files]
+        return [f for f, _ in torchvision_files(self.tv_class, root)]
 
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
-        c = self.tv_class
-        files = c.train_list + c.test_list + [[c.meta["filename"], c.meta["md5"]]]
-        return super().problems(root) + _md5_problems([(root / c.base_folder / name, md5) for name, md5 in files])
+        """Missing files, then the present ones whose md5 differs (missing ones are reported once)."""
+        return super().problems(root) + check_md5s(torchvision_files(self.tv_class, root))[1]
 
     def checked(self, root: Path) -> list[Path]:
         return self.expected(root)
@@ -421,11 +432,11 @@ class SvhnSource(Source):
     )
 
     def expected(self, root: Path) -> list[Path]:
-        return [root / SVHN.split_list[s][1] for s in ("train", "test")]
+        return [f for f, _ in torchvision_files(SVHN, root, SPLITS)]
 
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
-        files = [(root / SVHN.split_list[s][1], SVHN.split_list[s][2]) for s in ("train", "test")]
-        return super().problems(root) + _md5_problems(files)
+        """Missing files, then the present ones whose md5 differs (missing ones are reported once)."""
+        return super().problems(root) + check_md5s(torchvision_files(SVHN, root, SPLITS))[1]
 
     def checked(self, root: Path) -> list[Path]:
         return self.expected(root)
@@ -626,16 +637,17 @@ IMAGENET_SUBSETS: dict[str, tuple[tuple[str, str], ...]] = {
 # A user's own data: an image-folder tree, or .npy arrays
 # ---------------------------------------------------------------------------------------------------
 
-SPLITS = ("train", "test")
-
-
 class ImageFolderSource(Source):
     """``ROOT/train/<class>/`` and ``ROOT/test/<class>/``: image files at any depth of each class folder,
     of any size and mode. Classes are the train folders in sorted order (hidden folders, starting with
     ``.``, are ignored); the test split must have the same class folders, and every class images in both.
     Images are read as RGB (grayscale, palette and RGBA files converted; alpha dropped), resized so the
     shorter side is ``data.image_size`` (which must be set) and centre-cropped, as the ImageNet subsets.
-    Files that do not decode are left out and reported, as for OOD image folders."""
+    Files that do not decode are left out and reported, as for OOD image folders: a
+    :class:`~trustdd.image_sources.SkippedImagesWarning` per split, and the Split's ``skipped``.
+
+    :meth:`resolve` (the params check, at every stage start) lists only ``train/`` and ``test/`` and
+    each class folder up to its first image file; :meth:`read_splits` lists every folder once."""
 
     from_files = True
     downloadable = False
@@ -651,25 +663,27 @@ class ImageFolderSource(Source):
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
         return [f"missing: {p} (a folder of class folders)" for p in self.expected(root) if not p.is_dir()]
 
-    def scan(self, root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, list[Path]]]]:
-        """(the classes, {split: {class: its image files}}), from the folder listings only."""
-        files: dict[str, dict[str, list[Path]]] = {}
+    def layout(self, root: Path) -> tuple[str, ...]:
+        """The classes (train's class folder names, sorted), once ``train/`` and ``test/`` are known to
+        hold class folders only, and the same ones."""
         exts = image_extensions()
+        names: dict[str, list[str]] = {}
         for split in SPLITS:
             base = root / split
-            loose = sorted(f.name for f in base.iterdir() if f.is_file() and f.suffix.lower() in exts)
+            with os.scandir(base) as it:
+                entries = list(it)
+            loose = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in exts and e.is_file())
             if loose:
                 raise InvalidDataError(
                     f"dataset 'imagefolder': data.root: {base} holds {len(loose)} image file(s) outside class "
                     f"folders (e.g. {loose[0]}); expected {base}/<class>/<image files>"
                 )
-            names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-            if not names:
+            names[split] = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+            if not names[split]:
                 raise InvalidDataError(
                     f"dataset 'imagefolder': data.root: {base} has no class folders; expected {base}/<class>/<image files>"
                 )
-            files[split] = {c: list_images(base / c) for c in names}
-        train, test = files["train"], files["test"]
+        train, test = names["train"], names["test"]
         only_test = sorted(set(test) - set(train))
         if only_test:
             raise InvalidDataError(
@@ -682,51 +696,51 @@ class ImageFolderSource(Source):
                 f"dataset 'imagefolder': data.root: class folder(s) {', '.join(only_train)} of {root / 'train'} "
                 f"are missing from {root / 'test'}; every class needs test images too"
             )
-        for split in SPLITS:
-            empty = [c for c, found in files[split].items() if not found]
-            if empty:
-                raise InvalidDataError(
-                    f"dataset 'imagefolder': data.root: class(es) {', '.join(empty)} have no image files in "
-                    f"{root / split} (e.g. {root / split / empty[0]}; {looked_for()}); every class needs "
-                    f"{split} images"
-                )
-        return tuple(train), files
+        return tuple(train)
 
-    def resolve(self, info: "DatasetInfo", root: Path, image_size: int) -> "DatasetInfo":
-        if image_size <= 0:
-            raise InvalidDataError(
-                f"dataset 'imagefolder': data.image_size: invalid value {image_size}; expected the side (> 0) "
-                "that every image is resized to, e.g. 64: the images of a folder have any size"
-            )
-        classes, _ = self.scan(root)
-        return dataclasses.replace(info, channels=self.channels, image_size=image_size, num_classes=len(classes))
-
-    def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y, _ = self.read_split(root, train, size)
-        return x, y
-
-    def read_split(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
-        classes, files = self.scan(root)
-        split = "train" if train else "test"
-        paths, labels = [], []
-        for c, name in enumerate(classes):
-            paths += files[split][name]
-            labels += [c] * len(files[split][name])
-        x, kept, skipped = decode_images(paths, (self.channels, size, size))
-        y = torch.tensor(labels, dtype=torch.long)[torch.tensor(kept, dtype=torch.long)]
-        if skipped:
-            warn(skipped_message(f"dataset 'imagefolder' ({split})", root / split, skipped, len(paths)))
-        counts = torch.bincount(y, minlength=len(classes))
-        empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
+    @staticmethod
+    def refuse_empty(root: Path, split: str, empty: list[str]) -> None:
         if empty:
             raise InvalidDataError(
-                f"dataset 'imagefolder': data.root: class(es) {', '.join(empty)} have no image in {root / split} "
-                f"that decodes (e.g. {root / split / empty[0]}); every class needs {split} images"
+                f"dataset 'imagefolder': data.root: class(es) {', '.join(empty)} have no image files in "
+                f"{root / split} (e.g. {root / split / empty[0]}; {looked_for()}); every class needs "
+                f"{split} images"
             )
-        return x, y, skipped
 
-    def classes(self, root: Path) -> tuple[str, ...]:
-        return self.scan(root)[0]
+    def check_image_size(self, image_size: int) -> None:
+        if image_size <= 0:
+            raise ValueError(
+                f"data.image_size: invalid value {image_size}; expected the side (> 0) that every image of "
+                "dataset 'imagefolder' is resized to, e.g. 64: the images of a folder have any size"
+            )
+
+    def resolve(self, info: "DatasetInfo", root: Path, image_size: int) -> "DatasetInfo":
+        classes = self.layout(root)
+        for split in SPLITS:
+            self.refuse_empty(root, split, [c for c in classes if not has_image(root / split / c)])
+        return dataclasses.replace(info, channels=self.channels, image_size=image_size, num_classes=len(classes))
+
+    def read_splits(self, root: Path, size: int) -> tuple[tuple, tuple, tuple[str, ...], list[tuple[Path, str]]]:
+        classes = self.layout(root)
+        out, skipped = [], []
+        for split in SPLITS:
+            found = {c: list_images(root / split / c) for c in classes}
+            self.refuse_empty(root, split, [c for c in classes if not found[c]])
+            paths = [f for c in classes for f in found[c]]
+            labels = torch.tensor([i for i, c in enumerate(classes) for _ in found[c]], dtype=torch.long)
+            x, kept, failed = decode_images(paths, (self.channels, size, size))
+            y = labels[torch.tensor(kept, dtype=torch.long)]
+            warn_skipped(f"dataset 'imagefolder' ({split})", root / split, failed, len(paths))
+            counts = torch.bincount(y, minlength=len(classes))
+            empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
+            if empty:
+                raise InvalidDataError(
+                    f"dataset 'imagefolder': data.root: class(es) {', '.join(empty)} have no image in {root / split} "
+                    f"that decodes (e.g. {root / split / empty[0]}); every class needs {split} images"
+                )
+            out.append((x, y))
+            skipped += failed
+        return out[0], out[1], classes, skipped
 
 
 class NpySource(Source):

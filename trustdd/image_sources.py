@@ -12,8 +12,10 @@ import hashlib
 import inspect
 import os
 import pickle
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,24 @@ class ImageSourceError(ValueError):
 
 class SkippedImagesWarning(UserWarning):
     """Some files of an image folder could not be decoded and were left out."""
+
+
+def warn(message: str) -> None:
+    """A warning line in the stage's log: ``warning: <message>`` on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def warnings_logged() -> Iterator[None]:
+    """The warnings raised inside (e.g. :class:`SkippedImagesWarning`), each as a :func:`warn` line,
+    also when the block raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedImagesWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                warn(str(w.message))
 
 
 def subsample(n: int, max_images: int, generator: torch.Generator, key: str) -> torch.Tensor:
@@ -144,13 +164,38 @@ def image_extensions() -> tuple[str, ...]:
     return tuple(e.lower() for e in IMG_EXTENSIONS)
 
 
+def _image_files(folder: str, rel: str, exts: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(relative posix path, path) of the image files under ``folder``, any depth, each folder listed
+    once (``os.scandir``), files before subfolders; symlinked folders are not entered and unreadable
+    folders are passed over, as ``Path.rglob`` does."""
+    try:
+        listing = os.scandir(folder)
+    except PermissionError:
+        return
+    subfolders = []
+    with listing:
+        for e in listing:
+            if e.is_dir():
+                if not e.is_symlink():
+                    subfolders.append(e)
+            elif os.path.splitext(e.name)[1].lower() in exts and e.is_file():
+                yield rel + e.name, e.path
+    for d in subfolders:
+        yield from _image_files(d.path, f"{rel}{d.name}/", exts)
+
+
 def list_images(root: Path) -> list[Path]:
     """The image files under the folder ``root`` (by extension, any depth), sorted by relative path."""
-    exts = image_extensions()
-    return sorted(
-        (f for f in root.rglob("*") if f.suffix.lower() in exts and f.is_file()),
-        key=lambda f: f.relative_to(root).as_posix(),
-    )
+    return [Path(f) for _, f in sorted(_image_files(str(root), "", image_extensions()))]
+
+
+def has_image(root: Path) -> bool:
+    """Whether the folder ``root`` holds an image file at any depth; stops at the first one found."""
+    found = _image_files(str(root), "", image_extensions())
+    try:
+        return next(found, None) is not None
+    finally:
+        found.close()
 
 
 def looked_for() -> str:
@@ -202,8 +247,7 @@ def read_folder(
             f"{key}: none of the {len(chosen)} image files tried under {str(root)!r} could be decoded "
             f"(first: {skipped[0][0].relative_to(root).as_posix()}: {skipped[0][1]})"
         )
-    if skipped:
-        warnings.warn(skipped_message(key, root, skipped, len(chosen)), SkippedImagesWarning, stacklevel=2)
+    warn_skipped(key, root, skipped, len(chosen))
     return FolderImages(out[: len(decoded)], decoded, skipped)
 
 
@@ -248,10 +292,15 @@ def decode_files(files: list[Path], shape: tuple[int, int, int], what: str, work
     return out
 
 
-def skipped_message(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> str:
+def warn_skipped(key: str, root: Path, skipped: list[tuple[Path, str]], tried: int) -> None:
+    """One :class:`SkippedImagesWarning` for the files under ``root`` left out because they do not decode
+    (nothing when none was); it counts them and names the first ``NAMED_SKIPPED``."""
+    if not skipped:
+        return
     named = "; ".join(f"{f.relative_to(root).as_posix()} ({err})" for f, err in skipped[:NAMED_SKIPPED])
     more = f"; and {len(skipped) - NAMED_SKIPPED} more" if len(skipped) > NAMED_SKIPPED else ""
-    return f"{key}: skipped {len(skipped)} of {tried} image files under {str(root)!r} that could not be decoded: {named}{more}"
+    message = f"{key}: skipped {len(skipped)} of {tried} image files under {str(root)!r} that could not be decoded: {named}{more}"
+    warnings.warn(message, SkippedImagesWarning, stacklevel=3)
 
 
 def _dataset_class(name: str, key: str) -> type:
@@ -380,11 +429,12 @@ def check_md5s(files: list[tuple[Path, str | None]]) -> tuple[list[Path], list[M
     return missing, differs
 
 
-def torchvision_files(cls: type, root: str | Path) -> list[tuple[Path, str | None]]:
+def torchvision_files(cls: type, root: str | Path, splits: tuple[str, ...] = ("train",)) -> list[tuple[Path, str | None]]:
     """The files (with md5, where it checks one) that torchvision's dataset class ``cls`` needs under
-    ``root`` for its train split, where the class declares them: CIFAR-10/100's ``base_folder`` with
-    ``train_list``, ``test_list`` and ``meta``, SVHN's ``split_list``, the MNIST family's ``resources``
-    (checked unpacked, without md5). Empty for other classes."""
+    ``root`` for ``splits``, as the class declares them (the one place they are read from, also for
+    the InD datasets): CIFAR-10/100's ``base_folder`` with ``train_list``, ``test_list`` and ``meta``
+    (all of them, for either split, as torchvision checks them), SVHN's ``split_list``, the MNIST
+    family's ``resources`` (both splits, checked unpacked, without md5). Empty for other classes."""
     from torchvision.datasets import MNIST
 
     root = Path(root)
@@ -394,21 +444,22 @@ def torchvision_files(cls: type, root: str | Path) -> list[tuple[Path, str | Non
         if isinstance(meta, dict) and "filename" in meta:
             files.append((meta["filename"], meta.get("md5")))
         return [(root / cls.base_folder / n, m) for n, m in files]
-    split = getattr(cls, "split_list", {}).get("train") if isinstance(getattr(cls, "split_list", None), dict) else None
-    if isinstance(split, (list, tuple)) and len(split) == 3:
-        return [(root / split[1], split[2])]
+    if isinstance(getattr(cls, "split_list", None), dict):
+        found = [cls.split_list.get(s) for s in splits]
+        return [(root / f[1], f[2]) for f in found if isinstance(f, (list, tuple)) and len(f) == 3]
     if isinstance(cls, type) and issubclass(cls, MNIST):
         return [(root / cls.__name__ / "raw" / Path(u).name.removesuffix(".gz"), None) for u, _ in cls.resources]
     return []
 
 
-def files_headline(missing: int, differs: int) -> str:
-    """What is wrong, in words that are true for the case: files missing, not the official ones, or both."""
+def files_headline(missing: int, differs: int, what: str = "file(s)") -> str:
+    """What is wrong, in words that are true for the case: files missing, not the official ones, or both
+    (``what`` counts them, e.g. "OOD set(s) with files")."""
     parts = []
     if missing:
-        parts.append(f"{missing} file(s) missing")
+        parts.append(f"{missing} {what} missing")
     if differs:
-        parts.append(f"{differs} file(s) present but not the official ones (md5 differs)")
+        parts.append(f"{differs} {what} present but not the official ones (md5 differs)")
     return " and ".join(parts)
 
 

@@ -18,7 +18,6 @@ far: MNIST, SVHN, Textures, Places365). ``ood.groups`` overrides any of them. A 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -116,13 +115,10 @@ def _uniform_noise(n: int, shape: tuple[int, int, int], generator: torch.Generat
 
 
 def _read_folder(path, shape: tuple[int, int, int], size: int, g: torch.Generator, key: str):
-    """``image_sources.read_folder``, with its warning about undecodable files printed to the stage log."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", image_sources.SkippedImagesWarning)
-        read = image_sources.read_folder(path, shape, size, g, key)
-    for w in caught:
-        print(f"warning: {w.message}")
-    return read
+    """``image_sources.read_folder``, with its warning about undecodable files in the stage log (as the
+    InD ``imagefolder`` dataset's)."""
+    with image_sources.warnings_logged():
+        return image_sources.read_folder(path, shape, size, g, key)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,7 +247,7 @@ def check_available(
     """Before anything is read: the optional sets whose files are missing (name -> why), to be skipped.
     A missing set that is not optional, or a set that is the InD dataset itself, raises DataNotFoundError
     naming every such set, what was expected where, and how to get it."""
-    skipped, missing, kinds = {}, [], set()
+    skipped, missing, n_missing, n_differs = {}, [], 0, 0
     for name in names:
         entry = OOD_SETS.get(name)
         if dataset in entry.same_as:
@@ -263,18 +259,15 @@ def check_available(
             skipped[name] = "; ".join(map(str, problems))
         elif problems:
             missing.append(f"  {name}: {'; '.join(map(str, problems))}\n    to get it: {entry.hint}")
-            kinds |= {isinstance(p, image_sources.Mismatch) for p in problems}
+            n_missing += any(not isinstance(p, image_sources.Mismatch) for p in problems)
+            n_differs += any(isinstance(p, image_sources.Mismatch) for p in problems)
     if missing:
-        differs = True in kinds
-        what = {
-            frozenset({False}): "not found",
-            frozenset({True}): "whose files are not the official ones (md5 differs)",
-        }.get(frozenset(kinds), "not found or not the official files (md5 differs)")
+        what = image_sources.files_headline(n_missing, n_differs, "OOD set(s) with files")
         raise DataNotFoundError(
-            f"ood.sets: {len(missing)} OOD set(s) {what} under data.root {str(files.root)!r}:\n" + "\n".join(missing)
+            f"ood.sets: {what} under data.root {str(files.root)!r}:\n" + "\n".join(missing)
             + "\nPut the files there, set data.root (or TRUSTDD_DATA_ROOT), list the set in ood.optional to skip it "
             "when missing, or remove it from ood.sets."
-            + (" To use files whose md5 differs as they are, set data.verify: false." if differs else "")
+            + (" To use files whose md5 differs as they are, set data.verify: false." if n_differs else "")
         )
     return skipped
 
@@ -299,7 +292,7 @@ def build_ood_sets(
     for name in names:
         entry = OOD_SETS.get(name)
         if name in skipped:
-            print(f"warning: ood.sets: optional set {name!r} skipped: {skipped[name]}")
+            image_sources.warn(f"ood.sets: optional set {name!r} skipped: {skipped[name]}")
             report[name] = {"source": "built-in", "images": 0, "skipped_set": skipped[name]}
             continue
         images[name] = entry.make(size, shape, generator(seed, "ood", name), files)
@@ -312,7 +305,7 @@ def build_ood_sets(
     for i, u in enumerate(user):
         key = f"ood.user[{i}]"
         if u.optional and not Path(u.path).exists():
-            print(f"warning: {key}: optional set {u.name!r} skipped: {u.path!r} does not exist")
+            image_sources.warn(f"{key}: optional set {u.name!r} skipped: {u.path!r} does not exist")
             report[u.name] = {"source": f"{u.format} {u.path}", "images": 0, "skipped_set": f"{u.path!r} does not exist"}
             continue
         images[u.name], report[u.name] = read_user_set(u, key, shape, size, generator(seed, "ood", u.name))

@@ -90,8 +90,12 @@ class Params:
     def dataset_info(self) -> DatasetInfo:
         """The InD dataset's entry, resolved against the data root: for a user's own data (imagefolder,
         npy) its channels, size and classes are read from the files' metadata, once per Params; missing or
-        invalid files raise DataNotFoundError (InvalidDataError) naming the file and the key."""
-        return DATASETS.get(self.dataset).resolve(self.data_files().root, self.data.image_size)
+        invalid files raise DataNotFoundError (InvalidDataError) naming the file and the key, and a value
+        the dataset cannot take (imagefolder's data.image_size 0) ParamsError."""
+        try:
+            return DATASETS.get(self.dataset).resolve(self.data_files().root, self.data.image_size)
+        except ValueError as err:  # a params rule of the dataset's; file problems are DataNotFoundErrors
+            raise ParamsError(f"params: {err}") from None
 
     def ind_shape(self) -> tuple[int, int, int]:
         """C x H x W of the InD images (and of every OOD set and outlier)."""
