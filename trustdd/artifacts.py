@@ -6,7 +6,11 @@ leaves a half-written file. A file that exists but cannot be read raises :class:
 it and how to restore it (``dvc checkout`` or rerunning the stage that makes it, found in ``dvc.yaml``).
 
 - ``prepared/ind.pt``: ``train_x``/``test_x`` uint8 N x C x H x W, ``train_y``/``test_y`` int64,
-  ``dataset``, ``classes``, ``mean``, ``std``.
+  ``dataset``, ``classes``, ``mean``, ``std``; and, only when they apply: ``zca``
+  ``{mean, eigvecs, eigvals, reg}`` (``data.zca`` true); ``verified`` (always False) and ``checksums``
+  ``{file: md5}`` of the md5-checked files read (``data.verify`` false, for a dataset with such files:
+  MNIST, Fashion-MNIST, SVHN, CIFAR-10/100); ``skipped`` ``[{file, error}]``, the undecodable image
+  files left out (``imagefolder``).
 - ``ood/ood.pt``: ``images`` ``{set name: uint8 N x C x H x W}``, ``groups`` ``{set name: near | far}``,
   and ``skipped`` ``{set name: why}`` when optional sets were left out because their files are missing.
 - ``outliers/pool.pt``: ``x`` uint8, ``kind`` int64, ``kinds`` (names), ``source``.
