@@ -34,8 +34,8 @@ CASES = {
     "empty_folder": ("2: evaluate.set is a folder without images", ["evaluate.set=runs/empty"]),
     "misspelt_key": ("3: a misspelt top-level key", ["+lamda_oe=0.1"]),
     "other_methods_key": ("3: a misspelt key in the section of the method not chosen", ["+distill.dsa.iteration=3"]),
-    "pixelate_factor": ("4: pixelate factor above 1", ["outliers.options={pixelate: {factor: 2.0}}"]),
-    "jigsaw_grid": ("4: jigsaw grid of 1", ["outliers.options={jigsaw: {grid: 1}}"]),
+    "pixelate_factor": ("4: pixelate factor above 1", ["+outliers.options.pixelate.factor=2.0"]),
+    "jigsaw_grid": ("4: jigsaw grid of 1", ["+outliers.options.jigsaw.grid=1"]),
 }
 
 
@@ -71,6 +71,7 @@ def main() -> None:
             ["dvc", "config", "--local", "core.analytics", "false"],
         ):
             subprocess.run(cmd, cwd=root, env=env, check=True)
+        env["PYTHONPATH"] = str(root)  # the stages import the clone's trustdd, not the installed one
         subprocess.run(["dvc", "checkout", "-q"], cwd=root, env=env)
         prepare(root)
         for name in args.cases:
@@ -80,7 +81,7 @@ def main() -> None:
             seconds = round(time.perf_counter() - start, 1)
             out = proc.stdout + proc.stderr
             ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
-            errors = [line for line in out.splitlines() if line.startswith("error:") or "Error" in line]
+            errors = [line for line in out.splitlines() if line.lower().startswith("error:") or "Error" in line]
             row = {"rev": rev, "case": name, "what": what, "overrides": overrides, "exit_code": proc.returncode,
                    "seconds": seconds, "stages_run": ran, "error": errors[0][:300] if errors else None,
                    "cpus": os.cpu_count()}
