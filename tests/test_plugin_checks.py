@@ -131,10 +131,13 @@ def test_knn_k_below_1_is_refused_even_for_a_set_made_elsewhere(tmp_path):
 
 
 def test_corruption_knobs_are_checked_against_the_ind_size():
-    # grid 29 and factor 0.03 fit 32x32 CIFAR-10 images but not 28x28 Fashion-MNIST ones
-    for options in ({"jigsaw": {"grid": 29}}, {"pixelate": {"factor": 0.035}}):
+    # grid 29 and factor 0.035 fit 32x32 CIFAR-10 images but not 28x28 Fashion-MNIST ones
+    for options, message in [
+        ({"jigsaw": {"grid": 29}}, "outliers.options.jigsaw.grid: invalid value 29; expected at most the image side, 28"),
+        ({"pixelate": {"factor": 0.035}}, "outliers.options.pixelate.factor: invalid value 0.035; expected at least 1/28"),
+    ]:
         params_from_dict(params(dataset="cifar10", outliers__options=options))
-        with pytest.raises(ParamsError, match=r"image|block"):
+        with pytest.raises(ParamsError, match=re.escape(f"params: {message}")):
             params_from_dict(params(outliers__options=options))
     # a corruption in use is checked with its default knobs too: grid 4 on 3px images
     with pytest.raises(ParamsError, match=r"outliers.options.jigsaw.grid: invalid value 4; expected at most the image side, 3 "):
