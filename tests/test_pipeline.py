@@ -50,18 +50,12 @@ def _merge(base: dict, update: dict) -> dict:
     return base
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, fails: bool = False) -> str:
+    """Run a command that must succeed (or, with ``fails``, must fail); returns its output."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHONPATH=str(cwd))
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def run_failing(cmd: list[str], cwd: Path) -> str:
-    """Run a command that must fail; returns its output."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHONPATH=str(cwd))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode != 0, f"{' '.join(cmd)} succeeded:\n{proc.stdout}\n{proc.stderr}"
+    outcome = "succeeded" if fails else "failed"
+    assert (proc.returncode != 0) == fails, f"{' '.join(cmd)} {outcome}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
 
@@ -256,16 +250,16 @@ def test_a_misspelt_key_or_a_bad_option_stops_the_run_before_any_stage_works(pro
     try:
         set_params(project, outliers__per_type=21)  # makes prepare_outliers and everything after it out of date
         (project / "params.yaml").write_text((project / "params.yaml").read_text() + "lamda_oe: 0.1\n")
-        out = run_failing(["dvc", "repro"], project)
+        out = run(["dvc", "repro"], project, fails=True)
         assert stages_run(out) == ["check_params"]
         assert "params: unknown key(s) lamda_oe; valid keys: seed, dataset" in out and "Traceback" not in out
         (project / "params.yaml").write_text(good)
         set_params(project, outliers__per_type=21, distill__dsa__iteration=3)  # method is mtt: dsa's section is not tracked
-        out = run_failing(["dvc", "repro"], project)
+        out = run(["dvc", "repro"], project, fails=True)
         assert stages_run(out) == ["check_params"] and "unknown key(s) distill.dsa.iteration" in out
         (project / "params.yaml").write_text(good)
         set_params(project, outliers__per_type=21, outliers__options={"pixelate": {"factor": 2.0}})
-        out = run_failing(["dvc", "repro"], project)
+        out = run(["dvc", "repro"], project, fails=True)
         assert stages_run(out) == ["check_params"] and "params: outliers.options.pixelate.factor: invalid value 2.0" in out
     finally:
         (project / "params.yaml").write_text(good)
@@ -276,7 +270,7 @@ def test_a_missing_evaluate_set_stops_the_run_before_the_upstream_stages(project
     good = (project / "params.yaml").read_text()
     try:
         set_params(project, outliers__per_type=21, evaluate__set="runs/elsewhere/images_best.pt")
-        out = run_failing(["dvc", "repro"], project)
+        out = run(["dvc", "repro"], project, fails=True)
         assert stages_run(out) == ["check_params"]
         assert "params: evaluate.set: 'runs/elsewhere/images_best.pt' does not exist" in out
     finally:
@@ -288,7 +282,7 @@ def test_a_failed_evaluation_keeps_the_last_complete_results(project):
     before = {p: p.read_bytes() for p in metrics}
     ood = project / "data/ood/ood.pt"
     ood.write_bytes(ood.read_bytes()[:5000])  # a damaged input: evaluation fails after DVC started it
-    out = run_failing(["dvc", "repro", "-s", "evaluate"], project)
+    out = run(["dvc", "repro", "-s", "evaluate"], project, fails=True)
     assert stages_run(out) == ["evaluate"]
     assert ("error: data/ood/ood.pt cannot be read" in out and "`dvc checkout -f data/ood/ood.pt`" in out
             and "`dvc repro -f -s prepare_ood`" in out and "Traceback" not in out)
