@@ -610,6 +610,13 @@ def test_imagefolder_sorted_classes_rgb_resized_and_undecodable_files_skipped(fo
     d = prepared.to_dict()
     assert d["dataset"] == "imagefolder" and d["classes"] == ["ant", "moth", "zebra"]
     assert d["skipped"][0]["file"].endswith("broken.jpg") and "verified" not in d
+    # the default's train_limit (12000) does not fit a small set of one's own: a params error, not a traceback
+    from trustdd.params import ParamsError
+
+    with pytest.raises(ParamsError, match=r"^params: data.train_limit: invalid value 12000; expected 0 \(the whole "
+                       r"train set\) or at most 9: .* class 'ant' has 3 train images$"):
+        prepare(info, split, 12000, torch.Generator())
+    assert prepare(info, split, 9, torch.Generator()).train_y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
 def test_imagefolder_validation_lists_only_the_top_and_prepare_lists_each_folder_once(folder_root, monkeypatch):

@@ -235,3 +235,21 @@ def test_a_diverging_distillation_stops_with_a_message_naming_the_keys():
     method = TrajectoryMatching(iterations=5, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=1e30, lr_lr=1e30)
     with pytest.raises(FloatingPointError, match="distill.mtt: the matching loss became nan at iteration .*lr_img, lr_lr"):
         method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
+
+
+def test_an_ipc_above_the_smallest_prepared_class_is_a_params_error_before_any_work(tmp_path):
+    """A user's own data can have small classes that params validation does not count (image folders are
+    listed only when prepared); the distill stage refuses such an ipc before it reads anything else."""
+    from pathlib import Path
+
+    from trustdd.data import Prepared
+    from trustdd.params import ParamsError, load_params
+
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # ipc 10
+    y = torch.arange(50) % 10
+    y[y == 3] = 4  # class '3' is left with no image, class '4' has 10
+    x = torch.zeros(50, 1, 28, 28, dtype=torch.uint8)
+    prepared = Prepared("npy", tuple(str(c) for c in range(10)), (0.5,), (0.25,), x, y, x[:10], torch.arange(10))
+    with pytest.raises(ParamsError, match=r"^params: ipc: invalid value 10; expected at most 0, the train images of "
+                       r"class '3' \(the smallest class of data/prepared/ind.pt\)$"):
+        DistillTask.from_files(p, torch.device("cpu"), prepared, root=tmp_path)  # no pool or experts there

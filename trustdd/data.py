@@ -212,6 +212,17 @@ def prepare(
     mean, std = (info.mean, info.std) if info.mean else channel_stats(split.train_x)
     train_x, train_y = split.train_x, split.train_y
     if train_limit:
+        counts = torch.bincount(train_y, minlength=info.num_classes)
+        fewest = int(counts.argmin())
+        if int(counts[fewest]) < train_limit // info.num_classes:
+            from trustdd.params import ParamsError  # here, not at the top: params imports this module
+
+            name = split.classes[fewest] if split.classes else str(fewest)
+            raise ParamsError(
+                f"params: data.train_limit: invalid value {train_limit}; expected 0 (the whole train set) or at most "
+                f"{info.num_classes * int(counts[fewest])}: the cap takes train_limit / {info.num_classes} classes "
+                f"images of every class, and class {name!r} has {int(counts[fewest])} train images"
+            )
         pick = stratified_subset(train_y, train_limit // info.num_classes, generator)
         train_x, train_y = train_x[pick], train_y[pick]
     zca = ZCA.fit(normalize(train_x, mean, std), zca_reg) if zca_reg is not None else None

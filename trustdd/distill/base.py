@@ -49,6 +49,15 @@ class DistillTask:
         from trustdd import artifacts
 
         prepared = prepared or Prepared.from_dict(artifacts.load(root / "data/prepared/ind.pt"))
+        counts = torch.bincount(prepared.train_y, minlength=len(prepared.classes))
+        fewest = int(counts.argmin())
+        if int(counts[fewest]) < p.ipc:  # a user's own data: its class sizes are known once it is prepared
+            from trustdd.params import ParamsError  # here, not at the top: params imports this package
+
+            raise ParamsError(
+                f"params: ipc: invalid value {p.ipc}; expected at most {int(counts[fewest])}, the train images of "
+                f"class {prepared.classes[fewest]!r} (the smallest class of data/prepared/ind.pt)"
+            )
         pool = artifacts.load(root / "data/outliers/pool.pt")
         return cls(
             real_x=prepared.norm(prepared.train_x),
