@@ -44,6 +44,7 @@ from trustdd.data import fit_images
 from trustdd.image_sources import (
     ImageSourceError,
     Mismatch,
+    blocking,
     check_md5s,
     decode_files,
     decode_images,
@@ -152,13 +153,11 @@ class DatasetInfo:
         not the official one is used anyway, with a warning, and the md5s of the checked files are
         returned ({file: md5}); None with ``verify`` true, or when the dataset has no md5-checked file."""
         problems = self.source.problems(root, verify)
-        blocking = [p for p in problems if verify or not isinstance(p, Mismatch)]
-        if blocking and download:
+        if blocking(problems, verify) and download:
             self.source.fetch(root)
             problems = self.source.problems(root, verify)
-            blocking = [p for p in problems if verify or not isinstance(p, Mismatch)]
-        if blocking:
-            raise self.files_error(root, download, blocking)
+        if blocking(problems, verify):
+            raise self.files_error(root, download, blocking(problems, verify))
         if verify:
             return None
         for p in problems:

@@ -416,6 +416,12 @@ class Mismatch:
         return f"{self.path}: {self.what} differs from {self.source} {self.expected}; this file's is {self.actual}"
 
 
+def blocking(problems: list, verify: bool) -> list:
+    """The problems that stop a read: all of them, but with ``data.verify`` false not the files that are
+    present with another md5 (those are used, with a warning)."""
+    return [p for p in problems if verify or not isinstance(p, Mismatch)]
+
+
 def check_md5s(files: list[tuple[Path, str | None]]) -> tuple[list[Path], list[Mismatch]]:
     """``(path, md5)`` pairs -> (the missing files, the present files whose md5 differs). A None md5
     checks only that the file is there."""

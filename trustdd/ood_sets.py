@@ -152,8 +152,7 @@ def _dataset_set(name: str, dataset: str, group: str, **options) -> None:
         return x[image_sources.subsample(x.shape[0], n, g, f"ood.sets: {name}")]
 
     def problems(files: DataFiles) -> list:  # with download on, load_test fetches what is missing
-        found = [] if files.download else source.problems(files.root, files.verify)
-        return [p for p in found if files.verify or not isinstance(p, image_sources.Mismatch)]
+        return [] if files.download else image_sources.blocking(source.problems(files.root, files.verify), files.verify)
 
     def checksums(files: DataFiles) -> dict[str, str]:
         return {str(f): image_sources.file_md5(f) for f in source.checked(files.root)}
