@@ -56,7 +56,7 @@ def main() -> None:
     about = {"set": p.evaluate.set, "method": loaded.method, "num_eval": p.evaluate.num_eval}
     if ood.skipped:
         about["skipped_ood_sets"] = ood.skipped
-    head = report.headline(ev)
+    head = report.headline(ev, ood.skipped)
     # all or nothing: the previous results stay in place until every new file is complete (dvc.yaml: persist)
     write_all({
         METRICS: json_text(head),

@@ -279,6 +279,12 @@ def test_report_headline_paired_gains_over_init_and_random_and_markdown():
     assert "**Skipped OOD sets** (optional, files missing; not in any average): places365: missing: data/raw/places365/val_256" in report.markdown(ev, {}, about)
     assert report.detail(ev, {}, about)["about"]["skipped_ood_sets"] == skipped
     assert "Skipped" not in md
+    # the headline: accuracy and three OOD metrics per score (the rest is in ood.json); skipped sets named
+    assert set(d) == {"accuracy", "msp", "energy"} and set(d["msp"]) == {"auroc", "fpr95_in", "fpr95_out"}
+    assert d["msp"]["auroc"] == report.rounded(ev.results["distilled"]["convnet"]["ood"]["msp"]["all"]["auroc"])
+    assert "skipped_ood_sets" not in head
+    both = {"places365": "missing", "dtd": "missing"}
+    assert report.headline(ev, both)["skipped_ood_sets"] == "dtd,places365"
 
 
 def test_rounded_turns_nan_into_null():

@@ -10,7 +10,8 @@ from trustdd.evaluation import Evaluation
 from trustdd.metrics import CONVENTIONS, METRIC_NAMES, mean_std
 
 CLASSIFICATION = ("accuracy", "ece", "misclassification_auroc")
-GAIN_METRICS = ("auroc", "fpr95_in", "fpr95_out")
+# The OOD metrics of the headline and of the gains; the AUPRs are in ood.json.
+HEADLINE_METRICS = ("auroc", "fpr95_in", "fpr95_out")
 # The baselines the distilled set is compared with, and how the report names them.
 BASELINES = {"init": "the set the distillation started from", "random": "a random subset of the same size"}
 LABELS = {
@@ -33,25 +34,30 @@ def rounded(obj, digits: int = 4):
     return obj
 
 
-def headline(ev: Evaluation) -> dict:
-    """Per training set and architecture: the classification numbers and, per score, the OOD metrics
-    averaged over all OOD sets (mean and std over nets); then distilled minus each baseline, paired by net seed."""
+def headline(ev: Evaluation, skipped_ood_sets: dict | None = None) -> dict:
+    """What ``dvc exp show`` and ``dvc metrics diff`` compare, kept to a few columns: per training set and
+    architecture, the accuracy and, per score, ``HEADLINE_METRICS`` averaged over all OOD sets (mean and std
+    over nets); then distilled minus each baseline, paired by net seed. ECE, the AUPRs and every OOD set and
+    group are in ``ood.json``. ``skipped_ood_sets`` (optional sets whose files were missing) is named, as one
+    string, only when there are any: the averages of such a run cover fewer sets."""
     out: dict = {}
     for set_name, archs in ev.results.items():
         out[set_name] = {}
         for arch, r in archs.items():
-            row = {k: r[k] for k in CLASSIFICATION}
-            row.update({score: groups["all"] for score, groups in r["ood"].items()})
+            row = {"accuracy": r["accuracy"]}
+            row.update({score: {m: groups["all"][m] for m in HEADLINE_METRICS} for score, groups in r["ood"].items()})
             out[set_name][arch] = row
     for base in BASELINES:
         if gain := gains(ev, base):
             out[f"distilled_minus_{base}"] = gain
+    if skipped_ood_sets:
+        out["skipped_ood_sets"] = ",".join(sorted(skipped_ood_sets))
     return rounded(out)
 
 
 def gains(ev: Evaluation, base: str = "random") -> dict:
     """Distilled minus the ``base`` training set, per architecture: accuracy and, per score, the all-sets
-    means of ``GAIN_METRICS``. Net i of both sets shares its seed, so each gain is the mean and std over nets
+    means of ``HEADLINE_METRICS``. Net i of both sets shares its seed, so each gain is the mean and std over nets
     of the per-net difference (the paired spread). Empty when the run has no such set."""
     if "distilled" not in ev.per_net or base not in ev.per_net:
         return {}
@@ -63,7 +69,7 @@ def gains(ev: Evaluation, base: str = "random") -> dict:
         diff = {"accuracy": mean_std([a["accuracy"] - b["accuracy"] for a, b in pairs])}
         for score in nets[0]:
             if score != "accuracy":
-                diff[score] = {m: mean_std([a[score][m] - b[score][m] for a, b in pairs]) for m in GAIN_METRICS}
+                diff[score] = {m: mean_std([a[score][m] - b[score][m] for a, b in pairs]) for m in HEADLINE_METRICS}
         out[arch] = diff
     return out
 
@@ -85,7 +91,7 @@ def _gain(ms: dict) -> str:
     return f"{ms['mean']:+.2f} ± {ms['std']:.2f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -118,26 +124,26 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
             rows.append(
                 [set_name, arch, str(nets["images"]), str(nets["epochs"])] + [_pm(r[k]) for k in CLASSIFICATION]
             )
-    lines += _table(["training set", "network", "images", "epochs", "accuracy", "ECE", "misclassification AUROC"], rows)
+    lines += markdown_table(["training set", "network", "images", "epochs", "accuracy", "ECE", "misclassification AUROC"], rows)
     lines += ["", "## OOD detection, averaged over all OOD sets", ""]
     rows = []
     for set_name, archs in ev.results.items():
         for arch, r in archs.items():
             for score, g in r["ood"].items():
                 rows.append([set_name, arch, score] + [_pm(g["all"][m]) for m in METRIC_NAMES])
-    lines += _table(["training set", "network", "score"] + [LABELS[m] for m in METRIC_NAMES], rows)
+    lines += markdown_table(["training set", "network", "score"] + [LABELS[m] for m in METRIC_NAMES], rows)
     for base, what in BASELINES.items():
         gain = gains(ev, base)
         if not gain:
             continue
         lines += ["", f"## Distilled minus {base}: {what} (net i of both sets shares its seed: mean ± std of the per-net difference)", ""]
         rows = [
-            [arch, score, _gain(d["accuracy"])] + [_gain(d[score][m]) for m in GAIN_METRICS]
+            [arch, score, _gain(d["accuracy"])] + [_gain(d[score][m]) for m in HEADLINE_METRICS]
             for arch, d in gain.items()
             for score in d
             if score != "accuracy"
         ]
-        lines += _table(["network", "score", "accuracy"] + [LABELS[m] for m in GAIN_METRICS], rows)
+        lines += markdown_table(["network", "score", "accuracy"] + [LABELS[m] for m in HEADLINE_METRICS], rows)
     first = next(iter(ev.results))
     for arch, r in ev.results[first].items():
         lines += ["", f"## Per OOD set: {first} set, {arch}", ""]
@@ -146,7 +152,7 @@ def markdown(ev: Evaluation, groups: dict[str, str], about: dict) -> str:
             for name, metrics in g.items():
                 label = f"**{name}**" if name in ("all", "near", "far") else f"{name} ({groups.get(name, '-')})"
                 rows.append([score, label] + [_pm(metrics[m]) for m in METRIC_NAMES])
-        lines += _table(["score", "OOD set (group)"] + [LABELS[m] for m in METRIC_NAMES], rows)
+        lines += markdown_table(["score", "OOD set (group)"] + [LABELS[m] for m in METRIC_NAMES], rows)
     return "\n".join(lines) + "\n"
 
 
