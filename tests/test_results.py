@@ -1,0 +1,119 @@
+"""The results command on saved `dvc exp show --json` output (a real one, from the tiny grid of
+test_grid.py: cells tiny-none and tiny-poe, and a failed cell broken-svhn), with no DVC run."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trustdd import exp_show, results
+
+PROJECT = Path(__file__).resolve().parents[1]
+SAVED = PROJECT / "tests" / "data" / "exp_show_tiny.json"
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return json.loads(SAVED.read_text())
+
+
+def own_metrics(raw, name):
+    for commit in raw:
+        for exp in commit.get("experiments") or []:
+            if exp["name"] == name:
+                return exp["revs"][0]["data"]["metrics"]["metrics/metrics.json"]["data"]
+    raise KeyError(name)
+
+
+def test_parse_reads_commits_and_experiments_with_their_state(raw):
+    experiments = exp_show.parse(raw)
+    kinds = {e.name: (e.kind, e.state) for e in experiments}
+    assert kinds["tiny-none"] == ("experiment", "success") and kinds["broken-svhn"] == ("experiment", "failed")
+    assert kinds["workspace"] == ("workspace", "success")
+    tiny = next(e for e in experiments if e.name == "tiny-none")
+    commit = next(e for e in experiments if e.kind == "commit")
+    assert tiny.baseline == commit.rev and tiny.params["outliers"]["source"] == "none"
+    with pytest.raises(exp_show.ExpShowError, match="expected the list"):
+        exp_show.parse({"rev": "x"})
+
+
+def test_frame_has_one_row_per_experiment_set_and_architecture_with_its_own_metrics(raw):
+    df = results.select(results.frame(exp_show.parse(raw)), grid="tiny")
+    assert len(df) == 2 * 3  # two cells x (distilled, init, random) x convnet; the failed cell has no row
+    assert set(df["experiment"]) == {"tiny-none", "tiny-poe"} and set(df["architecture"]) == {"convnet"}
+    for name in ("tiny-none", "tiny-poe"):
+        own = own_metrics(raw, name)
+        for set_name in ("distilled", "init", "random"):
+            row = df[(df["experiment"] == name) & (df["training_set"] == set_name)].iloc[0]
+            m = own[set_name]["convnet"]
+            assert row["accuracy"] == m["accuracy"]["mean"] and row["accuracy_std"] == m["accuracy"]["std"]
+            assert row["energy_fpr95_out"] == m["energy"]["fpr95_out"]["mean"]
+            assert row["ipc"] == 2 and row["outliers.source"] == name.split("-")[1] and row["method"] == "mtt"
+        distilled = df[(df["experiment"] == name) & (df["training_set"] == "distilled")].iloc[0]
+        assert distilled["gain_init_msp_auroc"] == own["distilled_minus_init"]["convnet"]["msp"]["auroc"]["mean"]
+    # params columns keep their dotted names; lists are compact JSON
+    assert "distill.mtt.syn_steps" in results.params_columns(df)
+    assert df["ood.sets"].iloc[0] == '["mnist","uniform_noise"]'
+    assert not any(results.is_metric(c) for c in results.params_columns(df))
+
+
+def test_markdown_tables_are_the_cells_numbers_by_method_outliers_and_ipc(raw):
+    experiments = exp_show.parse(raw)
+    df = results.select(results.frame(experiments), grid="tiny")
+    md = results.markdown(df, experiments, "python -m trustdd.results --grid tiny")
+    none, poe = own_metrics(raw, "tiny-none"), own_metrics(raw, "tiny-poe")
+    acc = lambda m: f"{m['distilled']['convnet']['accuracy']['mean']:.2f} ± {m['distilled']['convnet']['accuracy']['std']:.2f}"
+    accuracy = md.split("**Accuracy (%) ↑**")[1].split("**")[0]
+    assert f"| mtt | none | {acc(none)} |\n| mtt | poe | {acc(poe)} |" in accuracy  # plain DD first
+    gain = poe["distilled"]["convnet"]["msp"]["auroc"]["mean"] - none["distilled"]["convnet"]["msp"]["auroc"]["mean"]
+    block = md.split("**Gain over no outliers (same method and IPC): MSP AUROC**")[1].split("**")[0]
+    assert f"| mtt | poe | {gain:+.2f} |" in block and "| mtt | none | – |" in block
+    paired = poe["distilled_minus_random"]["convnet"]["accuracy"]
+    assert f"| mtt | poe | {paired['mean']:+.2f} ± {paired['std']:.2f} |" in md
+    # which commit and which params
+    commit = next(e for e in experiments if e.kind == "commit").rev[:7]
+    assert f"| tiny-none | {commit} | `outliers.source=\"none\"` |" in md
+    assert f"| tiny-poe | {commit} | none (the commit's own params) |" in md
+
+
+def test_the_command_on_a_folder_of_saved_json_writes_table_csv_and_plot(tmp_path, capsys):
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    shutil.copy(SAVED, folder / "a.json")
+    out = tmp_path / "out"
+    assert results.main(["--from", str(folder), "--grid", "tiny", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert table.startswith(f"Made by `python -m trustdd.results --from {folder} --grid tiny --out {out}`")
+    csv = pd.read_csv(out / "rows.csv")
+    assert len(csv) == 6 and sorted(csv["experiment"].unique()) == ["tiny-none", "tiny-poe"]
+    assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG"
+    # nothing matches: a clear error, exit 2
+    assert results.main(["--from", str(folder), "--grid", "nope"]) == 2
+    assert "no finished experiment of grid 'nope'" in capsys.readouterr().err
+    (folder / "b.json").write_text("{}")
+    assert results.main(["--from", str(folder)]) == 2
+    assert "b.json: expected the list" in capsys.readouterr().err
+
+
+def test_the_readme_table_is_the_committed_metrics():
+    """The README's results block is what `make results` makes from metrics/ and params.yaml as committed:
+    a hand edit, or metrics that moved without it, fails here."""
+    experiments = results.workspace(PROJECT)
+    df = results.frame(experiments)
+    expected = results.markdown(df, experiments, "python -m trustdd.results --workspace --update README.md")
+    assert results.block(PROJECT / "README.md") == expected
+    head = json.loads((PROJECT / "metrics/metrics.json").read_text())["distilled"]["convnet"]["accuracy"]
+    assert f"**{head['mean']:.2f} ± {head['std']:.2f}**" in expected
+
+
+def test_update_replaces_only_the_block(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{results.BEGIN}: note -->\nold\n{results.END}\nafter\n")
+    results.update(doc, "new\n")
+    assert doc.read_text() == f"before\n{results.BEGIN}: note -->\nnew\n{results.END}\nafter\n"
+    assert results.block(doc) == "new\n"
+    (tmp_path / "plain.md").write_text("no block\n")
+    with pytest.raises(results.ResultsError, match="no .* block to fill"):
+        results.update(tmp_path / "plain.md", "x")
