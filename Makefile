@@ -1,4 +1,5 @@
-# Two entry points, each doing its own set-up on a fresh machine: `make repro` and `make test`.
+# Two entry points, each doing its own set-up on a fresh machine: `make repro` and `make test`;
+# `make repro-check` is CI's proof that the committed results are what this commit's code gives.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,10 +12,20 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Elsewhere the same pin comes from PyPI; `make setup TORCH=` lets pip choose any torch pyproject.toml admits.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: repro test setup data-sources plots check-plots benchmark preset clean
+.PHONY: repro repro-check test setup data-sources plots check-plots benchmark preset grid results clean
 
 repro: setup data-sources
 	$(BIN)/dvc repro
+
+# Every stage rerun from scratch; fails, naming the files, when dvc.lock (which holds every output's md5) or
+# anything under metrics/ differs from what is committed.
+repro-check: setup data-sources
+	$(BIN)/dvc repro --force
+	@changed="$$(git status --porcelain --untracked-files=all -- dvc.lock metrics)"; \
+	if [ -n "$$changed" ]; then \
+	  echo "repro-check: FAILED, this commit's code does not give its committed results; changed files:"; \
+	  echo "$$changed"; git --no-pager diff --stat -- dvc.lock metrics; exit 1; \
+	fi; echo "repro-check: dvc.lock and metrics/ are byte-identical to the commit"
 
 test: setup data-sources
 	$(BIN)/python -m pytest -q
@@ -53,6 +64,18 @@ benchmark: setup data-sources
 # A paper-scale preset as a named DVC experiment, e.g. `make preset P=cifar10-ipc10` (list: presets/).
 preset: setup
 	$(BIN)/python -m trustdd.presets run $(P)
+
+# A grid of experiments (grids/NAME.yaml) through DVC's queue, e.g. `make grid G=default J=2`; then its tables.
+G ?= default
+J ?= 1
+grid: setup data-sources
+	$(BIN)/python -m trustdd.grid $(G) --jobs $(J)
+	$(BIN)/python -m trustdd.results --grid $(G) --out results/$(G)
+
+# The README's results table, from the committed metrics/ and params.yaml (docs/results.md says how the
+# grid tables under docs/results/ are made).
+results: setup
+	$(BIN)/python -m trustdd.results --workspace --update README.md
 
 clean:
 	rm -rf $(VENV) data dvc_plots
