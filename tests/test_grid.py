@@ -1,6 +1,7 @@
 """Grids: cells from a YAML file, validated before anything is queued; and a tiny grid queued, run and
 reported end to end through DVC's queue in a temporary copy of the project."""
 
+import io
 import json
 import os
 import shutil
@@ -198,3 +199,26 @@ def test_a_tiny_grid_runs_through_the_queue_and_its_table_is_the_cells_metrics(t
     assert "| method | outliers.source | ipc 2 |" in table and "| mtt | none |" in table
     assert (saved / "scatter.png").read_bytes()[:4] == b"\x89PNG"
     assert len(pd.read_csv(saved / "rows.csv")) == len(df)
+
+
+def test_waiting_reads_dvc_queue_status_and_restarts_stopped_workers(folder, monkeypatch):
+    """DVC's workers can stop with tasks still queued (treeverse/dvc#10562): the grid starts them again."""
+    a, b = cells(folder, "g", {"axes": {"ipc": [1, 2]}})
+    statuses = iter([
+        # an old finished task of the same name (from an earlier run) is not this run's
+        "Task     Name    Created    Status\nold1234  g-ipc1  01:00 PM   Failed\nabc1234  g-ipc1  02:00 PM   Running\n"
+        "def5678  g-ipc2  02:00 PM   Queued\n\nWorker status: 1 active, 0 idle\n",
+        "Task     Name    Created    Status\nabc1234  g-ipc1  02:00 PM   Success\ndef5678  g-ipc2  02:00 PM   Queued\n"
+        "\nWorker status: 0 active, 0 idle\n",
+        "Task     Name    Created    Status\nabc1234  g-ipc1  02:00 PM   Success\ndef5678  g-ipc2  02:00 PM   Failed\n"
+        "\nWorker status: 0 active, 0 idle\n",
+    ])
+    monkeypatch.setattr(grid, "_dvc", lambda *args, check=True: subprocess.CompletedProcess(args, 0, next(statuses), ""))
+    started = []
+    monkeypatch.setattr(grid, "start_queue", started.append)
+    monkeypatch.setattr(grid.time, "sleep", lambda s: None)
+    out = io.StringIO()
+    final = grid.wait_for([a, b], {"old1234"}, 2, 0, out)
+    assert {n: t.status for n, t in final.items()} == {"g-ipc1": "Success", "g-ipc2": "Failed"}
+    assert final["g-ipc2"].id == "def5678"
+    assert started == [2] and "workers stopped with cells queued" in out.getvalue()

@@ -123,7 +123,7 @@ def cells(name: str, folder: Path = GRIDS, params_path: Path = Path("params.yaml
     grid = load(name, folder)
     base = yaml.safe_load(Path(params_path).read_text()) or {}
     known = flatten(base)
-    fixed = flatten(unflatten(flatten(grid.get("set") or {})))
+    fixed = flatten(grid.get("set") or {})  # nested or dotted keys alike
     axes = dict(grid["axes"])
     presets = axes.pop(PRESET_AXIS, [grid["preset"]] if grid.get("preset") else [None])
     for key in [*fixed, *axes]:
@@ -243,25 +243,30 @@ class Task:
     status: str  # Queued, Running, Success or Failed
 
 
-def queue_tasks() -> list[Task]:
-    """The tasks ``dvc queue status`` lists. It is polled rather than ``dvc exp show``, which reads the
-    running experiments' workspaces and can hang when one is removed as it finishes."""
-    tasks = []
+def queue_status() -> tuple[list[Task], int]:
+    """The tasks ``dvc queue status`` lists, and its number of workers (active and idle). It is polled
+    rather than ``dvc exp show``, which reads the running experiments' workspaces and can hang when one is
+    removed as it finishes."""
+    tasks, workers = [], 0
     for line in _dvc("queue", "status").stdout.splitlines():
         parts = line.split()
         if len(parts) >= 4 and re.fullmatch(r"[0-9a-f]{7,40}", parts[0]) and parts[-1] in TASK_STATES:
             tasks.append(Task(parts[0], parts[1], parts[-1]))
-    return tasks
+        elif match := re.match(r"Worker status: (\d+) active, (\d+) idle", line.strip()):
+            workers = int(match[1]) + int(match[2])
+    return tasks, workers
 
 
-def wait_for(grid_cells: list[Cell], old: set[str], poll: float, out=sys.stdout) -> dict[str, Task]:
+def wait_for(grid_cells: list[Cell], old: set[str], jobs: int, poll: float, out=sys.stdout) -> dict[str, Task]:
     """Poll DVC's queue until every cell's task (one not in ``old``, the tasks that had finished before
-    this run) has finished; print each cell's state when it changes."""
+    this run) has finished; print each cell's state when it changes. DVC's workers can stop while tasks
+    are still queued (treeverse/dvc#10562): then the queue is started again."""
     seen: dict[str, str] = {}
     start = time.time()
     while True:
+        tasks, workers = queue_status()
         latest: dict[str, Task] = {}
-        for task in queue_tasks():
+        for task in tasks:
             if task.id not in old:
                 latest.setdefault(task.name, task)
         for cell in grid_cells:
@@ -269,8 +274,13 @@ def wait_for(grid_cells: list[Cell], old: set[str], poll: float, out=sys.stdout)
             if seen.get(cell.name) != state:
                 seen[cell.name] = state
                 print(f"[{time.time() - start:7.0f} s] {cell.name}: {state}", file=out, flush=True)
-        if all(state in ("Success", "Failed", "missing") for state in seen.values()):
+        states = set(seen.values())
+        if states <= {"Success", "Failed", "missing"}:
             return latest
+        if "Running" not in states and workers == 0:
+            print(f"[{time.time() - start:7.0f} s] DVC's workers stopped with cells queued; starting them again",
+                  file=out, flush=True)
+            start_queue(jobs)
         time.sleep(poll)
 
 
@@ -295,7 +305,7 @@ def run(name: str, jobs: int = 1, poll: float = 15.0, wait: bool = True, folder:
     )
     for cell in todo.skip:
         print(f"  done: {cell.name}", file=out)
-    old = {t.id for t in queue_tasks() if t.status in ("Success", "Failed")}
+    old = {t.id for t in queue_status()[0] if t.status in ("Success", "Failed")}
     for cell in todo.requeue:  # a failed task, or an experiment with other params, holds the name
         _dvc("queue", "remove", cell.name, check=False)
         _dvc("exp", "remove", cell.name, check=False)
@@ -311,7 +321,7 @@ def run(name: str, jobs: int = 1, poll: float = 15.0, wait: bool = True, folder:
     final: dict[str, Task] = {}
     if running:
         t0 = time.time()
-        final = wait_for(running, old, poll, out)
+        final = wait_for(running, old, jobs, poll, out)
         print(f"grid {name}: finished in {time.time() - t0:.0f} s (jobs {jobs})", file=out)
     failed = [c.name for c in running if c.name in final and final[c.name].status != "Success"]
     missing = [c.name for c in running if c.name not in final]

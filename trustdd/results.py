@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra = ["-A"] if args.all_commits else [a for r in args.rev or [] for a in ("--rev", r)]
                 entries = exp_show.run(extra)
             experiments = exp_show.parse(entries)
-        if entries is not None and not args.all_commits:  # the workspace row repeats HEAD's, unless asked for
+        if entries is not None:  # DVC's workspace row repeats HEAD's metrics (--workspace reads it on its own)
             experiments = [e for e in experiments if e.kind != "workspace"]
         df = select(frame(experiments), args.grid, args.exp)
         if df.empty:
