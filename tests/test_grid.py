@@ -210,6 +210,10 @@ def test_waiting_reads_dvc_queue_status_and_restarts_stopped_workers(folder, mon
         "def5678  g-ipc2  02:00 PM   Queued\n\nWorker status: 1 active, 0 idle\n",
         "Task     Name    Created    Status\nabc1234  g-ipc1  02:00 PM   Success\ndef5678  g-ipc2  02:00 PM   Queued\n"
         "\nWorker status: 0 active, 0 idle\n",
+        "Task     Name    Created    Status\nabc1234  g-ipc1  02:00 PM   Success\ndef5678  g-ipc2  02:00 PM   Queued\n"
+        "\nWorker status: 0 active, 0 idle\n",
+        "Task     Name    Created    Status\nabc1234  g-ipc1  02:00 PM   Success\ndef5678  g-ipc2  02:00 PM   Queued\n"
+        "\nWorker status: 0 active, 0 idle\n",
         "Task     Name    Created    Status\nabc1234  g-ipc1  02:00 PM   Success\ndef5678  g-ipc2  02:00 PM   Failed\n"
         "\nWorker status: 0 active, 0 idle\n",
     ])

@@ -262,7 +262,7 @@ def wait_for(grid_cells: list[Cell], old: set[str], jobs: int, poll: float, out=
     this run) has finished; print each cell's state when it changes. DVC's workers can stop while tasks
     are still queued (treeverse/dvc#10562): then the queue is started again."""
     seen: dict[str, str] = {}
-    start = time.time()
+    start, stalled = time.time(), 0
     while True:
         tasks, workers = queue_status()
         latest: dict[str, Task] = {}
@@ -277,10 +277,13 @@ def wait_for(grid_cells: list[Cell], old: set[str], jobs: int, poll: float, out=
         states = set(seen.values())
         if states <= {"Success", "Failed", "missing"}:
             return latest
-        if "Running" not in states and workers == 0:
+        # twice in a row: a worker just started may not be counted yet
+        stalled = stalled + 1 if "Running" not in states and workers == 0 else 0
+        if stalled == 2:
             print(f"[{time.time() - start:7.0f} s] DVC's workers stopped with cells queued; starting them again",
                   file=out, flush=True)
             start_queue(jobs)
+            stalled = 0
         time.sleep(poll)
 
 
