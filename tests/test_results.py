@@ -117,3 +117,17 @@ def test_update_replaces_only_the_block(tmp_path):
     (tmp_path / "plain.md").write_text("no block\n")
     with pytest.raises(results.ResultsError, match="no .* block to fill"):
         results.update(tmp_path / "plain.md", "x")
+
+
+def test_the_docs_grid_tables_are_what_their_saved_experiments_give():
+    """docs/results/default/table.md is the results command's output on the saved `dvc exp show` beside it."""
+    folder = PROJECT / "docs" / "results" / "default"
+    command = "python -m trustdd.results --from docs/results/default/exp_show.json --grid default --out docs/results/default"
+    experiments = [e for e in exp_show.parse(exp_show.read_saved([folder / "exp_show.json"])) if e.kind != "workspace"]
+    df = results.select(results.frame(experiments), grid="default")
+    assert sorted(df["experiment"].unique()) == ["default-none-ipc1", "default-none-ipc10", "default-poe-ipc1", "default-poe-ipc10"]
+    assert (folder / "table.md").read_text() == results.markdown(df, experiments, command)
+    # the poe / ipc 10 cell is the committed default: the same numbers as metrics/metrics.json
+    committed = json.loads((PROJECT / "metrics/metrics.json").read_text())["distilled"]["convnet"]
+    cell = df[(df["experiment"] == "default-poe-ipc10") & (df["training_set"] == "distilled")].iloc[0]
+    assert cell["accuracy"] == committed["accuracy"]["mean"] and cell["msp_auroc"] == committed["msp"]["auroc"]["mean"]
