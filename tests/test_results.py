@@ -131,3 +131,18 @@ def test_the_docs_grid_tables_are_what_their_saved_experiments_give():
     committed = json.loads((PROJECT / "metrics/metrics.json").read_text())["distilled"]["convnet"]
     cell = df[(df["experiment"] == "default-poe-ipc10") & (df["training_set"] == "distilled")].iloc[0]
     assert cell["accuracy"] == committed["accuracy"]["mean"] and cell["msp_auroc"] == committed["msp"]["auroc"]["mean"]
+
+
+def test_tables_fall_back_to_the_scores_measured():
+    """A run that measured only ODIN gets ODIN columns, not an error about MSP."""
+    ms = lambda m: {"mean": m, "std": 0.5}  # noqa: E731
+    row = {"accuracy": ms(80.0), "odin": {"auroc": ms(90.0), "fpr95_in": ms(30.0), "fpr95_out": ms(20.0)}}
+    params = {"method": "mtt", "ipc": 10, "dataset": "fashion_mnist", "outliers": {"source": "poe"}}
+    exps = [exp_show.Experiment(n, n * 8, "c" * 40, "experiment", "success", params={**params, "ipc": i},
+                                metrics={"distilled": {"convnet": row}}) for n, i in (("g-a", 1), ("g-b", 10))]
+    df = results.frame(exps)
+    assert results.scores_of(df) == ["odin"]
+    md = results.markdown(df, exps, "cmd")
+    assert "**ODIN AUROC ↑**" in md and "| mtt | poe | 90.00 ± 0.50 | 90.00 ± 0.50 |" in md
+    one = results.markdown(df[df["experiment"] == "g-a"], exps, "cmd")
+    assert "| training set | accuracy ↑ | ODIN AUROC ↑ | ODIN FPR95 (InD+) ↓ | ODIN FPR95 (OOD+) ↓ |" in one

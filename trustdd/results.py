@@ -134,6 +134,12 @@ def _pm(mean: Any, std: Any = None, signed: bool = False, bold: bool = False) ->
     return f"**{text}**" if bold else text
 
 
+def scores_of(df: pd.DataFrame) -> list[str]:
+    """The scores the tables show: msp, energy and knn where measured; otherwise every score measured."""
+    measured = [c[: -len("_auroc")] for c in df.columns if c.endswith("_auroc") and not c.startswith("gain_")]
+    return [s for s in SCORES if s in measured] or measured
+
+
 def row_keys(df: pd.DataFrame) -> list[str]:
     """What tells the cells of one IPC column apart: method and outlier source, then any other param (or
     commit) that takes more than one value at the same IPC. A param that only moves with IPC (a preset's
@@ -189,12 +195,12 @@ def grid_tables(df: pd.DataFrame) -> list[str]:
     lines: list[str] = []
     for title, part in _groups(df):
         keys = row_keys(part)
-        scores = [s for s in SCORES if f"{s}_auroc" in part]
+        scores = scores_of(part)
         lines += [f"### {title}", ""]
         blocks = [("Accuracy (%) ↑", lambda r: _pm(r["accuracy"], r["accuracy_std"]))]
         for metric, label in METRIC_LABELS.items():
             for s in scores:
-                blocks.append((f"{SCORE_LABELS[s]} {label}", lambda r, c=f"{s}_{metric}": _pm(r[c], r[f"{c}_std"])))
+                blocks.append((f"{SCORE_LABELS.get(s, s)} {label}", lambda r, c=f"{s}_{metric}": _pm(r[c], r[f"{c}_std"])))
         if (part["outliers.source"] == "none").any() and (part["outliers.source"] != "none").any():
             for column, label in [("accuracy", "accuracy"), ("msp_auroc", "MSP AUROC"), ("msp_fpr95_in", "MSP FPR95 (InD+)")]:
                 if column in part:
@@ -216,10 +222,11 @@ def sets_table(df: pd.DataFrame) -> list[str]:
     """One experiment's training sets side by side (the README's headline), then its paired gains."""
     lines: list[str] = []
     for (name, arch), part in df.groupby(["experiment", "architecture"], sort=False):
-        scores = [s for s in SCORES if f"{s}_auroc" in part]
-        headers = ["training set", "accuracy ↑"] + [f"{SCORE_LABELS[scores[0]]} AUROC ↑"] + [
-            f"{SCORE_LABELS[s]} FPR95 (InD+) ↓" for s in scores
-        ] + [f"{SCORE_LABELS[scores[0]]} FPR95 (OOD+) ↓"]
+        scores = scores_of(part)
+        label = lambda s: SCORE_LABELS.get(s, s)  # noqa: E731
+        headers = ["training set", "accuracy ↑", f"{label(scores[0])} AUROC ↑"] + [
+            f"{label(s)} FPR95 (InD+) ↓" for s in scores
+        ] + [f"{label(scores[0])} FPR95 (OOD+) ↓"]
         rows = []
         order = {s: i for i, s in enumerate(SETS)}
         for _, r in part.sort_values("training_set", key=lambda s: s.map(order)).iterrows():
@@ -239,8 +246,8 @@ def sets_table(df: pd.DataFrame) -> list[str]:
                     _pm(distilled[f"gain_{base}_{c}"], distilled[f"gain_{base}_{c}_std"], signed=True) for c in cols
                 ])
         if gain_rows:
-            label = {"accuracy": "accuracy", f"{scores[0]}_auroc": f"{SCORE_LABELS[scores[0]]} AUROC"}
-            heads = [""] + [label.get(c) or f"{SCORE_LABELS[c.split('_')[0]]} FPR95 ({'InD+' if c.endswith('in') else 'OOD+'})"
+            names = {"accuracy": "accuracy", f"{scores[0]}_auroc": f"{label(scores[0])} AUROC"}
+            heads = [""] + [names.get(c) or f"{label(c.rsplit('_fpr95', 1)[0])} FPR95 ({'InD+' if c.endswith('in') else 'OOD+'})"
                             for c in cols]
             lines += ["Paired gains (mean ± std over nets of the per-net difference; net i of every set shares its seed):", ""]
             lines += markdown_table(heads, gain_rows) + [""]
@@ -255,9 +262,9 @@ def provenance(df: pd.DataFrame, experiments: list[exp_show.Experiment], command
     commits = {e.rev: flatten(e.params) for e in experiments if e.kind == "commit"}
     lines = [f"Made by `{command}`; every number below is read from the experiments' `metrics/metrics.json`.", ""]
     rows = []
-    for name, part in df.groupby("experiment", sort=True):
+    for (name, short), part in df.groupby(["experiment", "baseline"], sort=True):
         first = part.iloc[0]
-        exp = next(e for e in experiments if e.name == name and (e.kind != "experiment" or e.short == first["baseline"]))
+        exp = next(e for e in experiments if e.name == name and e.short == short)
         base = commits.get(exp.baseline)
         if exp.kind == "workspace":
             changed = "the committed params.yaml"
