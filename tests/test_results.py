@@ -146,3 +146,18 @@ def test_tables_fall_back_to_the_scores_measured():
     assert "**ODIN AUROC ↑**" in md and "| mtt | poe | 90.00 ± 0.50 | 90.00 ± 0.50 |" in md
     one = results.markdown(df[df["experiment"] == "g-a"], exps, "cmd")
     assert "| training set | accuracy ↑ | ODIN AUROC ↑ | ODIN FPR95 (InD+) ↓ | ODIN FPR95 (OOD+) ↓ |" in one
+
+
+def test_a_commit_and_its_experiment_with_the_same_params_get_a_row_each():
+    """Without a filter the commit's own row joins its experiments (the default grid's poe / ipc 10 cell has
+    the commit's params); a row per kind then tells them apart."""
+    saved = PROJECT / "docs" / "results" / "default" / "exp_show.json"
+    experiments = [e for e in exp_show.parse(exp_show.read_saved([saved])) if e.kind != "workspace"]
+    df = results.frame(experiments)
+    commit = next(e for e in experiments if e.kind == "commit")
+    assert commit.name in set(df["experiment"]) and "default-poe-ipc10" in set(df["experiment"])
+    md = results.markdown(df, experiments, "cmd")
+    accuracy = md.split("**Accuracy (%) ↑**")[1].split("**")[0]
+    assert "| method | outliers.source | kind | ipc 1 | ipc 10 |" in accuracy
+    assert "| mtt | poe | commit | – | 82.12 ± 0.20 |" in accuracy
+    assert "| mtt | poe | experiment | 72.93 ± 0.71 | 82.12 ± 0.20 |" in accuracy and " / " not in accuracy

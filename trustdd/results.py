@@ -142,13 +142,16 @@ def scores_of(df: pd.DataFrame) -> list[str]:
 
 def row_keys(df: pd.DataFrame) -> list[str]:
     """What tells the cells of one IPC column apart: method and outlier source, then any other param (or
-    commit) that takes more than one value at the same IPC. A param that only moves with IPC (a preset's
-    per-IPC settings) is not a row key."""
+    commit) that takes more than one value at the same IPC; then, where two rows still share a cell, whether
+    each is a commit or an experiment, and at last the experiment's name. A param that only moves with IPC (a preset's per-IPC settings) is not a row key."""
     keys = ["method", "outliers.source"]
     candidates = [c for c in params_columns(df) if c not in ("ipc", "dataset", *keys)] + ["baseline"]
     for col in candidates:
         if col in df and (df.groupby("ipc")[col].nunique(dropna=False) > 1).any():
             keys.append(col)
+    for extra in ("kind", "experiment"):  # the same cell twice: a commit and an experiment of it, say
+        if df.duplicated(keys + ["ipc"]).any():
+            keys.append(extra)
     return keys
 
 
