@@ -62,6 +62,7 @@ from trustdd.image_sources import (
     warnings_logged,
 )
 from trustdd.registry import Registry
+from trustdd.runtime import tmp_sibling
 
 
 SPLITS = ("train", "test")
@@ -359,7 +360,7 @@ class IdxSource(Source):
         """Unpack ``gz`` to ``unpacked`` if its content's md5 is ``md5`` (or ``md5`` is None); returns
         the content's md5."""
         unpacked.parent.mkdir(parents=True, exist_ok=True)
-        tmp = unpacked.with_suffix(".partial")
+        tmp = tmp_sibling(unpacked)  # this process's own: experiments run in parallel may unpack the same file
         h = hashlib.md5()
         with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
             for block in iter(lambda: fin.read(1 << 20), b""):
