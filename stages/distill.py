@@ -4,12 +4,12 @@ from pathlib import Path
 
 from torchvision.utils import save_image
 
-from trustdd import artifacts
+from trustdd import artifacts, distributed
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
 from trustdd.distill import DistillTask
 from trustdd.params import load_params
-from trustdd.runtime import atomic_dir, configure_determinism, json_text, resolve_device, write_all
+from trustdd.runtime import atomic_dir, configure_determinism, json_text, write_all
 
 OUT = Path("data/distilled")
 CURVE = Path("metrics/distill_curve.json")
@@ -19,11 +19,23 @@ TIMES = Path("metrics/timing/distill.json")
 def main() -> None:
     p = load_params()
     method = p.method_config()
-    configure_determinism(p.seed)
-    device = resolve_device(p.device)
-    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    task = DistillTask.from_files(p, device, prepared)
-    result = method.run(task)
+    if p.parallel.nproc > 1 and not method.parallel:
+        print(f"distill: method {p.method!r} runs on one process (parallel.nproc {p.parallel.nproc} is for "
+              "train_experts and evaluate)")
+    elif distributed.relaunch(p.parallel.nproc, outputs=[OUT]):  # this script, on nproc processes
+        return
+    with distributed.join(p.parallel, p.device) as (group, device):
+        if group.is_main or method.parallel:  # under torchrun, a one-process method runs on rank 0 alone
+            configure_determinism(p.seed)
+            prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
+            task = DistillTask.from_files(p, device, prepared, group=group if method.parallel else distributed.SINGLE)
+            result = method.run(task)
+            if group.is_main:
+                write(p, prepared, result)
+
+
+def write(p, prepared: Prepared, result) -> None:
+    """Rank 0's outputs: the set (with what it started from), its image grids and the loss curve."""
     with atomic_dir(OUT) as out:
         artifacts.save(
             {

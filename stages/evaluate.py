@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from trustdd import artifacts, report
+from trustdd import artifacts, distributed, report
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
 from trustdd.distilled_sets import full_data, load_distilled, random_subset
 from trustdd.evaluation import evaluate
 from trustdd.ood_sets import OODSets
 from trustdd.params import load_params
-from trustdd.runtime import configure_determinism, json_text, resolve_device, write_all
+from trustdd.runtime import configure_determinism, json_text, write_all
 
 METRICS = Path("metrics/metrics.json")
 DETAIL = Path("metrics/ood.json")
@@ -21,8 +21,15 @@ HISTOGRAMS = Path("metrics/plots/score_histograms.json")
 
 def main() -> None:
     p = load_params()
-    configure_determinism(p.seed)
-    device = resolve_device(p.device)
+    if distributed.relaunch(p.parallel.nproc):  # this script, on nproc processes
+        return
+    with distributed.join(p.parallel, p.device) as (group, device):
+        configure_determinism(p.seed)
+        evaluate_on(p, group, device)
+
+
+def evaluate_on(p, group: distributed.Group, device) -> None:
+    """Every rank trains its share of the nets; rank 0 writes the results."""
     prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
     ood = OODSets.from_dict(artifacts.load("data/ood/ood.pt"))
     spec = p.net_spec()
@@ -52,7 +59,10 @@ def main() -> None:
         device,
         tuple(1.0 / s for s in to_inputs.std),  # input units per pixel unit (ODIN's step; approximate under ZCA)
         p.workers,
+        group,
     )
+    if ev is None:  # a rank other than 0
+        return
     about = {"set": p.evaluate.set, "method": loaded.method, "num_eval": p.evaluate.num_eval}
     if ood.skipped:
         about["skipped_ood_sets"] = ood.skipped

@@ -6,43 +6,51 @@ from DVC's run cache instead of training them again."""
 
 from pathlib import Path
 
-from trustdd import artifacts
+from trustdd import artifacts, distributed
 from trustdd.cli import run_stage
 from trustdd.data import Prepared
 from trustdd.experts import human_bytes, train_experts, write_not_needed
 from trustdd.params import load_params
-from trustdd.runtime import atomic_dir, configure_determinism, resolve_device
+from trustdd.runtime import atomic_dir, configure_determinism
 
 OUT = Path("data/experts")
 
 
 def main() -> None:
     p = load_params()
-    if not p.method_config().needs_experts:
-        with atomic_dir(OUT) as out:
-            print(f"experts: none trained; {write_not_needed(out, p.method)['skipped']}")
+    needed = p.method_config().needs_experts
+    if needed and distributed.relaunch(p.parallel.nproc, outputs=[OUT]):  # this script, on nproc processes
         return
-    configure_determinism(p.seed)
-    device = resolve_device(p.device)
-    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    pool = artifacts.load("data/outliers/pool.pt")
-    with atomic_dir(OUT) as out:
-        meta = train_experts(
-            out,
-            p.net_spec(),
-            prepared.norm(prepared.train_x),
-            prepared.train_y,
-            prepared.norm(pool["x"]),
-            prepared.norm(prepared.test_x),
-            prepared.test_y,
-            p.experts,
-            p.lambda_oe,
-            p.seed,
-            device,
-            p.workers,
-        )
+    with distributed.join(p.parallel, p.device) as (group, device):
+        if not needed:
+            if group.is_main:
+                with atomic_dir(OUT) as out:
+                    print(f"experts: none trained; {write_not_needed(out, p.method)['skipped']}")
+            return
+        configure_determinism(p.seed)
+        prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
+        pool = artifacts.load("data/outliers/pool.pt")
+        with group.atomic_dir(OUT) as out:
+            meta = train_experts(
+                out,
+                p.net_spec(),
+                prepared.norm(prepared.train_x),
+                prepared.train_y,
+                prepared.norm(pool["x"]),
+                prepared.norm(prepared.test_x),
+                prepared.test_y,
+                p.experts,
+                p.lambda_oe,
+                p.seed,
+                device,
+                p.workers,
+                group,
+            )
+    if meta is None:  # a rank other than 0: rank 0 reports
+        return
     accs = ", ".join(f"{r['test_acc']:.2f}" for r in meta["experts"])
-    print(f"experts: {meta['num_experts']} x {meta['epochs']} epochs on {device}; final test accuracy {accs}")
+    where = f"{device}" if group.world == 1 else f"{group.world} processes ({device} on rank 0)"
+    print(f"experts: {meta['num_experts']} x {meta['epochs']} epochs on {where}; final test accuracy {accs}")
     print(f"expert buffer: {human_bytes(meta['bytes_on_disk'])} on disk in {OUT}/ ({meta['num_params']:,} parameters x "
           f"{meta['epochs'] + 1} snapshots x {meta['num_experts']} experts, float32, one file per expert)")
 

@@ -82,6 +82,7 @@ BAD_METHODS = [
     ("mtt", {"lr_label": 0}, {}, "lr_label", "0.0"),
     ("mtt", {"batch_syn": -1}, {}, "batch_syn", "-1"),
     ("mtt", {"log_every": 0}, {}, "log_every", "0"),
+    ("mtt", {"trajectories": 0}, {}, "trajectories", "0"),
     ("mtt", {"chunk": -1}, {}, "chunk", "-1"),
     ("mtt", {"chunk": 8, "memory": "unrolled"}, {}, "chunk", "8"),
     ("mtt", {"chunk": 8, "memory": "constant"}, {"network__norm": "batch"}, "chunk", "8"),

@@ -8,6 +8,7 @@ from typing import Callable
 from trustdd.artifacts import ArtifactError
 from trustdd.datasets import DataNotFoundError
 from trustdd.distilled_sets import DistilledSetError
+from trustdd.distributed import RankFailedError
 from trustdd.image_sources import ImageSourceError
 from trustdd.params import ParamsError
 
@@ -19,6 +20,7 @@ USER_ERRORS = (
     ArtifactError,  # a damaged intermediate file: the message says how to restore it
     NotImplementedError,
     FileNotFoundError,
+    RankFailedError,  # a process of a parallel.nproc > 1 stage failed: its own error is printed above
 )
 
 

@@ -20,6 +20,7 @@ import torch
 
 from trustdd.augment import DSA
 from trustdd.distilled_sets import TrainingSet
+from trustdd.distributed import SINGLE, Group
 from trustdd.metrics import (
     METRIC_NAMES,
     expected_calibration_error,
@@ -155,10 +156,14 @@ def evaluate(
     device: torch.device,
     pixel_scale: tuple[float, ...],
     workers: int = 0,
-) -> Evaluation:
+    group: Group = SINGLE,
+) -> Evaluation | None:
     """Train and score. All images are network inputs (float, already through the set's transform).
     Every option is checked before the first net is trained. With ``workers`` > 0 the nets are trained
-    in that many one-thread processes (the same bytes for any number of them, see trustdd.workers)."""
+    in that many one-thread processes (the same bytes for any number of them, see trustdd.workers).
+    In a group of several processes, job j (a net of one set and architecture) runs on rank
+    ``j mod world`` and the results are gathered on rank 0, which returns the Evaluation (the others
+    return None)."""
     check(sets, cfg, spec.name)
     out = Evaluation({}, [], [], [])
     plot_for = (sets[0].name, cfg.architectures[0])
@@ -179,8 +184,11 @@ def evaluate(
             groups_of_jobs.append((s, arch, train_cfg, jobs))
     shared = _Shared(test_x, test_y, ood, cfg, lambda_oe, seed, device, pixel_scale)
     all_jobs = [job for *_, jobs in groups_of_jobs for job in jobs]
-    results = run_jobs(_run_job, all_jobs, shared, workers, desc="evaluate (nets)")
-    done = iter(results)
+    desc = "evaluate (nets)" if group.world == 1 else f"evaluate (nets, rank {group.rank})"
+    gathered = group.gather(run_jobs(_run_job, group.shard(all_jobs), shared, workers, desc=desc))
+    if gathered is None:
+        return None
+    done = iter([gathered[j % group.world][j // group.world] for j in range(len(all_jobs))])
     for s, arch, train_cfg, jobs in groups_of_jobs:
         per_net: list[dict] = []
         for job in jobs:

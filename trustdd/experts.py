@@ -10,6 +10,7 @@ import torch
 
 from trustdd import artifacts
 from trustdd.augment import DSA
+from trustdd.distributed import SINGLE, Group
 from trustdd.networks import NetSpec, flat_params, init_network
 from trustdd.runtime import generator
 from trustdd.training import TrainConfig, predict_logits, seed_from, train_network
@@ -90,14 +91,28 @@ def train_experts(
     seed: int,
     device: torch.device,
     workers: int = 0,
-) -> dict:
+    group: Group = SINGLE,
+) -> dict | None:
     """Train ``cfg.num_experts`` experts, write one trajectory file each plus ``meta.json``; return meta.
     Expert i depends only on its own seed stream; ``workers`` > 0 trains them in that many one-thread
-    processes (the same bytes for any number of them, see trustdd.workers)."""
+    processes (the same bytes for any number of them, see trustdd.workers). In a group of several
+    processes, expert i is trained and written by rank ``i mod world`` and rank 0 writes ``meta.json``
+    once every rank's files are written (the other ranks return None)."""
     folder = Path(folder)
     pool_x = pool_x if pool_x is not None and len(pool_x) else None
     shared = _ExpertData(folder, spec, train_x, train_y, pool_x, test_x, test_y, cfg, lambda_oe, seed, device)
-    records = run_jobs(_train_one, list(range(cfg.num_experts)), shared, workers, desc="experts")
+    mine = group.shard(range(cfg.num_experts))
+    desc = "experts" if group.world == 1 else f"experts (rank {group.rank})"
+    gathered = group.gather(run_jobs(_train_one, mine, shared, workers, desc=desc))  # after every rank's writes
+    if gathered is None:
+        return None
+    records = sorted((r for rank in gathered for r in rank), key=lambda r: r["expert"])
+    missing = [str(expert_path(folder, i)) for i in range(cfg.num_experts) if not expert_path(folder, i).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"expert file(s) {', '.join(missing)} were written by other ranks but are not visible here: the "
+            "project folder must be on a filesystem every machine shares (or run on one machine)"
+        )
     net = spec.build()
     meta = {
         "spec": asdict(spec),

@@ -17,6 +17,7 @@ from trustdd.corruptions import CORRUPTIONS, make_corruption
 from trustdd.datasets import DATASETS, DatasetInfo
 from trustdd.distill import METHODS, MIXINGS
 from trustdd.distilled_sets import DistilledSetError, load_distilled
+from trustdd.distributed import ParallelConfig
 from trustdd.evaluation import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.networks import NETWORKS, NORMS, NetSpec
@@ -78,6 +79,7 @@ class Params:
     method: str = "mtt"
     lambda_oe: float = 0.5
     workers: int = 0  # one-thread processes for the stages that train independent nets (experts, evaluation)
+    parallel: ParallelConfig = ParallelConfig()  # torch.distributed processes of train_experts, distill, evaluate
     data: DataParams = DataParams()
     ood: OODParams = OODParams()
     network: NetworkParams = NetworkParams()
@@ -228,6 +230,10 @@ def validate(p: Params) -> Params:
             resolve_device(p.device)  # unknown names and devices this machine lacks fail here
         except ValueError as err:
             raise ParamsError(f"params: {err}") from None
+    try:
+        p.parallel.check(p.device)
+    except ValueError as err:
+        raise ParamsError(f"params: {err}") from None
     _validate_ood(p.ood)
     for name in p.ood.sets:
         if p.dataset in OOD_SETS.get(name).same_as:

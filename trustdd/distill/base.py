@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from trustdd.data import Prepared, stratified_subset
+from trustdd.distributed import SINGLE, Group
 from trustdd.experts import ExpertBuffer
 from trustdd.networks import NetSpec, unflatten_params
 from trustdd.registry import Registry
@@ -41,9 +42,12 @@ class DistillTask:
     device: torch.device
     experts: ExpertBuffer | None = None
     mixing: str = "blockwise"
+    group: Group = SINGLE  # the processes the method runs on (methods with ``parallel`` True use them)
 
     @classmethod
-    def from_files(cls, p, device: torch.device, prepared: Prepared | None = None, root: Path = Path(".")) -> DistillTask:
+    def from_files(
+        cls, p, device: torch.device, prepared: Prepared | None = None, root: Path = Path("."), group: Group = SINGLE
+    ) -> DistillTask:
         """The task the distill stage runs for params ``p``: the prepared InD data (read unless given), the
         outlier pool and (for methods that need them) the expert trajectories, from the pipeline's outputs."""
         from trustdd import artifacts
@@ -73,6 +77,7 @@ class DistillTask:
             device=device,
             experts=ExpertBuffer(root / "data/experts") if p.method_config().needs_experts else None,
             mixing=p.outliers.mixing,
+            group=group,
         )
 
     @property

@@ -102,6 +102,7 @@ class GradientMatching:
     log_every: int = 10
 
     needs_experts = False
+    parallel = False  # runs on one process: under parallel.nproc > 1 the distill stage runs it on rank 0 alone
 
     def loops(self, ipc: int) -> tuple[int, int]:
         published = PUBLISHED_LOOPS.get(ipc)

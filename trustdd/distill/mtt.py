@@ -211,6 +211,13 @@ class TrajectoryMatching:
     ``syn_steps`` SGD steps (learnable lr) on ``CE(S_in) + lambda_oe * OE(S_out)`` with DSA; the loss is
     ``||theta_student - theta_{t+M}||^2 / ||theta_t - theta_{t+M}||^2`` with M = expert_epochs.
     With no outliers this is plain MTT.
+
+    ``trajectories`` > 1 matches that many (expert, start epoch, student batches) draws per iteration
+    and averages their gradients before the one optimiser step. On a group of N processes
+    (``task.group``, ``parallel.nproc``) every iteration draws N x ``trajectories`` of them, the same on
+    every rank from the one seed stream; rank r matches the r-th ``trajectories`` and the gradients
+    are averaged over the ranks, so N ranks give what one process matching all N x ``trajectories``
+    gives, up to float rounding, and every rank holds the same synthetic sets.
     """
 
     iterations: int = 200
@@ -228,8 +235,10 @@ class TrajectoryMatching:
     lr_label: float = 2.0  # labels learned: SGD lr of the label logits (DATM's)
     dsa: bool = True  # differentiable Siamese augmentation in the student steps
     log_every: int = 10
+    trajectories: int = 1  # expert trajectories matched per iteration (on each process); gradients averaged
 
     needs_experts = True
+    parallel = True  # trajectory-parallel over the processes of task.group
 
     def check(self, ipc: int, expert_epochs_available: int, norm: str | None = None) -> None:
         """Raise ValueError naming the offending ``distill.mtt`` key, its value and what is valid, before any
@@ -244,7 +253,7 @@ class TrajectoryMatching:
                 raise ValueError(f"distill.mtt.{key}: unknown value {value!r}; valid choices: {valid}")
         if self.iterations < 0:
             raise bad("iterations", ">= 0 (0: the starting set)")
-        for key in ("syn_steps", "log_every", "expert_epochs", "max_start_epoch"):
+        for key in ("syn_steps", "log_every", "expert_epochs", "max_start_epoch", "trajectories"):
             if getattr(self, key) < 1:
                 raise bad(key, ">= 1")
         if self.batch_syn < 0:
@@ -271,9 +280,10 @@ class TrajectoryMatching:
             raise ValueError("method 'mtt' needs expert trajectories")
         self.check(task.ipc, task.experts.epochs, task.spec.norm)
         g = generator(task.seed, "distill", "mtt")
-        dev = task.device
+        dev, group = task.device, task.group
         x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, self.init))
         label_logits = None if self.labels == "hard" else expert_logits(task, x_in)
+        group.broadcast_tensors(x_in, y_in, x_out, label_logits)  # one starting point on every rank
         soft = None if label_logits is None else torch.softmax(label_logits, dim=1)
         start = StartingSets.of(x_in, y_in, x_out, self.lr_init, soft)
         x_in.requires_grad_(True)
@@ -291,30 +301,38 @@ class TrajectoryMatching:
         batch_in = self.batch_syn or n_in
         batch_out = max(1, round(batch_in * n_out / n_in)) if has_out else 0
 
-        log = LossLog(self.log_every, self.iterations)
-        bar = tqdm(range(self.iterations), desc="distill (mtt)", unit="it", mininterval=2)
-        for it in bar:
-            expert = int(torch.randint(task.experts.num_experts, (1,), generator=g))
-            t = int(torch.randint(self.max_start_epoch, (1,), generator=g))
-            traj = task.experts.trajectory(expert)
-            theta0, target = traj[t].to(dev), traj[t + self.expert_epochs].to(dev)
-            steps = self._draw_steps(g, n_in, batch_in, n_out, batch_out, dev)
+        learned = [x_in, x_out] if has_out else [x_in]
+        learned += [syn_lr] + ([label_logits] if self.labels == "learned" else [])
+        total = self.trajectories * group.world  # trajectories matched per iteration, over all ranks
+        mine = slice(group.rank * self.trajectories, (group.rank + 1) * self.trajectories)
 
+        log = LossLog(self.log_every, self.iterations)
+        bar = tqdm(range(self.iterations), desc="distill (mtt)", unit="it", mininterval=2, disable=not group.is_main)
+        for it in bar:
+            # every rank draws every rank's trajectories (the same generator state everywhere), then runs its own
+            draws = [self._draw_trajectory(task, g, n_in, batch_in, n_out, batch_out) for _ in range(total)]
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
-            if self.memory == "constant":
-                match = constant_memory_gradients(student, theta0, target, syn_lr, steps, self.chunk)
-            else:
-                match = unrolled_gradients(student, theta0, target, syn_lr, steps)
-            if not torch.isfinite(match):
+            loss = 0.0
+            for expert, t, steps in draws[mine]:
+                traj = task.experts.trajectory(expert)
+                theta0, target = traj[t].to(dev), traj[t + self.expert_epochs].to(dev)
+                if self.memory == "constant":  # both add to the .grad of the learned tensors
+                    match = constant_memory_gradients(student, theta0, target, syn_lr, steps, self.chunk)
+                else:
+                    match = unrolled_gradients(student, theta0, target, syn_lr, steps)
+                loss += float(match)
+            loss = group.sum(loss) / total
+            group.average_grads(learned, total)
+            if not math.isfinite(loss):
                 raise FloatingPointError(
-                    f"distill.mtt: the matching loss became {float(match)} at iteration {it} (learned lr "
+                    f"distill.mtt: the matching loss became {loss} at iteration {it} (learned lr "
                     f"{float(syn_lr.detach()):.4g}); lower distill.mtt.lr_img, lr_lr or lr_label"
                 )
             for opt in optimizers:
                 opt.step()
 
-            if record := log.add(it, {"loss": float(match)}, lr=float(syn_lr.detach())):
+            if record := log.add(it, {"loss": loss}, lr=float(syn_lr.detach())):
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.4f}")
 
         final_soft = None if label_logits is None else torch.softmax(label_logits.detach(), dim=1).cpu()
@@ -329,6 +347,14 @@ class TrajectoryMatching:
             log.seconds,
             final_soft,
         )
+
+    def _draw_trajectory(
+        self, task: DistillTask, g: torch.Generator, n_in: int, batch_in: int, n_out: int, batch_out: int
+    ) -> tuple[int, int, list[StudentStep]]:
+        """One matching problem: an expert, a start epoch t, and the student steps' batches."""
+        expert = int(torch.randint(task.experts.num_experts, (1,), generator=g))
+        t = int(torch.randint(self.max_start_epoch, (1,), generator=g))
+        return expert, t, self._draw_steps(g, n_in, batch_in, n_out, batch_out, task.device)
 
     def _draw_steps(
         self, g: torch.Generator, n_in: int, batch_in: int, n_out: int, batch_out: int, dev: torch.device
