@@ -19,16 +19,17 @@ TIMES = Path("metrics/timing/distill.json")
 def main() -> None:
     p = load_params()
     method = p.method_config()
-    if p.parallel.nproc > 1 and not method.parallel:
+    parallel = getattr(method, "parallel", False)  # a method that divides its work over processes says so
+    if p.parallel.nproc > 1 and not parallel:
         print(f"distill: method {p.method!r} runs on one process (parallel.nproc {p.parallel.nproc} is for "
               "train_experts and evaluate)")
     elif distributed.relaunch(p.parallel.nproc, outputs=[OUT]):  # this script, on nproc processes
         return
     with distributed.join(p.parallel, p.device) as (group, device):
-        if group.is_main or method.parallel:  # under torchrun, a one-process method runs on rank 0 alone
+        if group.is_main or parallel:  # under torchrun, a one-process method runs on rank 0 alone
             configure_determinism(p.seed)
             prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-            task = DistillTask.from_files(p, device, prepared, group=group if method.parallel else distributed.SINGLE)
+            task = DistillTask.from_files(p, device, prepared, group=group if parallel else distributed.SINGLE)
             result = method.run(task)
             if group.is_main:
                 write(p, prepared, result)

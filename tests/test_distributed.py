@@ -39,6 +39,21 @@ def test_a_group_of_one_needs_no_torch_distributed():
     assert x.grad.tolist() == [1.0, 2.0, 3.0]
 
 
+def test_mps_takes_one_process():
+    with pytest.raises(ValueError, match=r"parallel.nproc: invalid value 2; expected 1 with device 'mps'"):
+        distributed.ParallelConfig(nproc=2).check("mps")
+    distributed.ParallelConfig(nproc=1).check("mps")
+
+
+def test_launched_by_torchrun_needs_rank_and_world_size(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert not distributed.launched_by_torchrun()
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.launched_by_torchrun()
+
+
 def test_ranks_shard_items_round_robin():
     assert [Group(r, 3).shard(list(range(8))) for r in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5]]
     assert [Group(r, 4).shard(list(range(2))) for r in range(4)] == [[0], [1], [], []]
@@ -52,7 +67,7 @@ def _script(tmp_path: Path, body: str) -> Path:
         "from pathlib import Path\n"
         "from trustdd import distributed\n"
         "out = Path(sys.argv[1])\n"
-        "with distributed.join(distributed.ParallelConfig(), 'cpu') as (group, device):\n"
+        "with distributed.join(distributed.ParallelConfig(nproc=2), 'cpu') as (group, device):\n"
         + textwrap.indent(textwrap.dedent(body), "    ")
     )
     return path
@@ -112,17 +127,18 @@ def test_a_failed_rank_stops_the_stage_and_leaves_the_last_output(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ranks.py"]
 
 
-# Trajectory-parallel distillation: 2 ranks matching 1 trajectory each per iteration equal 1 process matching
-# the same 2 (to float rounding: the sums are added in another order). Every learned tensor is covered: images,
+# Trajectory-parallel distillation: 2 ranks dividing an iteration's trajectories (2: one each; 3: two and one)
+# equal 1 process matching the same ones (to float rounding: the sums are added in another order), and differ
+# from 1 trajectory per iteration. Every learned tensor is covered: images,
 # outliers, the lr, and learned soft labels; both ways of computing the gradients.
 MTT_OPTIONS = [
-    dict(iterations=4, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, log_every=2),
+    dict(iterations=4, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, log_every=2, trajectories=2),
     dict(iterations=3, syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=10.0, log_every=1, memory="constant",
-         labels="learned", batch_syn=4),
+         labels="learned", batch_syn=4, trajectories=3),
 ]
 
 
-@pytest.mark.parametrize("options", MTT_OPTIONS, ids=["unrolled", "constant-learned-labels"])
+@pytest.mark.parametrize("options", MTT_OPTIONS, ids=["unrolled-2", "constant-learned-labels-3"])
 def test_two_ranks_distill_what_one_process_averaging_their_trajectories_distills(tmp_path, options):
     out = tmp_path / "ranks.pt"
     script = _script(tmp_path, f"""
@@ -137,8 +153,8 @@ def test_two_ranks_distill_what_one_process_averaging_their_trajectories_distill
     """)
     distributed.launch(2, argv=[str(script), str(out)])
     ranks = torch.load(out)
-    one = TrajectoryMatching(**options, trajectories=2).run(make_task(ipc=2, pool=12, experts=_random_experts()))
-    plain = TrajectoryMatching(**options).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    one = TrajectoryMatching(**options).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    plain = TrajectoryMatching(**{**options, "trajectories": 1}).run(make_task(ipc=2, pool=12, experts=_random_experts()))
     for key in ("x_in", "x_out") + (("y_soft",) if options.get("labels") else ()):
         assert torch.allclose(ranks[key], getattr(one, key), atol=1e-5), key
         assert not torch.allclose(ranks[key], getattr(plain, key), atol=1e-3), f"{key}: one trajectory would do as well"
@@ -201,11 +217,11 @@ def test_experts_on_two_ranks_are_the_files_each_expert_gives_alone(tiny):
 
 
 @pytest.mark.slow
-def test_distill_on_two_ranks_equals_one_process_matching_both_trajectories(tiny):
+def test_distill_on_two_ranks_equals_one_process_matching_the_same_two_trajectories(tiny):
     _stage(tiny, "distill", distill__mtt__trajectories=2)
     one = torch.load(tiny / "data/distilled/distilled.pt")
     one_curve = json.loads((tiny / "metrics/distill_curve.json").read_text())["distill"]
-    _stage(tiny, "distill", parallel__nproc=2)
+    _stage(tiny, "distill", distill__mtt__trajectories=2, parallel__nproc=2)
     two = torch.load(tiny / "data/distilled/distilled.pt")
     two_curve = json.loads((tiny / "metrics/distill_curve.json").read_text())["distill"]
     ref = torch.load(tiny / "ref/data/distilled/distilled.pt")

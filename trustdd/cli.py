@@ -8,7 +8,7 @@ from typing import Callable
 from trustdd.artifacts import ArtifactError
 from trustdd.datasets import DataNotFoundError
 from trustdd.distilled_sets import DistilledSetError
-from trustdd.distributed import RankFailedError
+from trustdd.distributed import ParallelSetupError, RankFailedError
 from trustdd.image_sources import ImageSourceError
 from trustdd.params import ParamsError
 
@@ -21,6 +21,7 @@ USER_ERRORS = (
     NotImplementedError,
     FileNotFoundError,
     RankFailedError,  # a process of a parallel.nproc > 1 stage failed: its own error is printed above
+    ParallelSetupError,  # e.g. more NCCL processes than GPUs on a machine
 )
 
 

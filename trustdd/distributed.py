@@ -9,8 +9,8 @@ What a stage divides over the ranks:
 
 - ``train_experts``: expert i is trained and written by rank ``i mod N`` (:meth:`Group.shard`);
   rank 0 writes ``meta.json`` once every rank's files are on disk.
-- ``distill`` (trajectory matching): every rank matches its own expert trajectories each iteration and
-  the gradients of the synthetic sets are averaged over the ranks (:meth:`Group.average_grads`).
+- ``distill`` (trajectory matching): the ``distill.mtt.trajectories`` matched per iteration are divided
+  over the ranks and their gradients averaged (:meth:`Group.average_grads`).
 - ``evaluate``: the nets are divided over the ranks and their results gathered on rank 0.
 
 Rank 0 writes every output, into the one scratch folder of :meth:`Group.atomic_dir` that all ranks
@@ -47,6 +47,10 @@ class RankFailedError(RuntimeError):
     """A process of a multi-process stage failed; the message names it and how it ended."""
 
 
+class ParallelSetupError(ValueError):
+    """The processes torchrun started cannot run this stage as asked (e.g. more NCCL ranks than GPUs)."""
+
+
 class PeerLostError(RuntimeError):
     """A collective failed: another rank of the group died or stopped answering."""
 
@@ -63,11 +67,20 @@ def _collective(what: str) -> Iterator[None]:
 class ParallelConfig:
     nproc: int = 1  # processes a stage runs on (1: one plain process, no torch.distributed)
     backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    # How long a rank waits for the others at a collective. Ranks that finish their share early wait for
+    # the slowest (one more expert, a full-data net); a rank that dies is caught by torchrun at once, so
+    # this only ends a rank that hangs.
+    timeout_minutes: int = 1440
 
     def check(self, device: str = "auto") -> None:
         """Raise ValueError naming the ``parallel`` key, its value and what is valid."""
         if self.nproc < 1:
             raise ValueError(f"parallel.nproc: invalid value {self.nproc!r}; expected an integer >= 1 (1: one process)")
+        if self.nproc > 1 and device == "mps":
+            raise ValueError(f"parallel.nproc: invalid value {self.nproc}; expected 1 with device 'mps' (no "
+                             "torch.distributed backend takes MPS tensors)")
+        if self.timeout_minutes < 1:
+            raise ValueError(f"parallel.timeout_minutes: invalid value {self.timeout_minutes!r}; expected an integer >= 1")
         if self.backend not in BACKENDS:
             choices = ", ".join(BACKENDS)
             raise ValueError(f"parallel.backend: unknown value {self.backend!r}; valid choices: {choices}")
@@ -177,35 +190,61 @@ SINGLE = Group()
 
 def launched_by_torchrun() -> bool:
     """True in a process that torchrun (or :func:`launch`) started as one rank of a group."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def _rank_device(name: str, local_rank: int) -> torch.device:
-    """``auto``/``cuda`` give each rank of a machine its own GPU (by local rank); anything else as asked."""
+def _rank_device(name: str, backend: str) -> torch.device:
+    """``auto``/``cuda`` give each rank of a machine its own GPU, by local rank; NCCL needs exactly that."""
     device = resolve_device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if device.type != "cuda":
+        return device
+    local_rank, local_world = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    gpus = torch.cuda.device_count()
+    nccl = backend in ("auto", "nccl")
+    if nccl and (device.index is not None and local_world > 1 or local_world > gpus):
+        raise ParallelSetupError(
+            f"params: parallel.backend: nccl needs one GPU per process, but this machine runs {local_world} "
+            f"processes on {1 if device.index is not None else gpus} GPU(s) (device {name!r}); start at most {gpus} "
+            "processes per machine with device auto, or set parallel.backend: gloo"
+        )
+    device = torch.device("cuda", local_rank) if device.index is None else device
+    torch.cuda.set_device(device)
     return device
+
+
+def _die_with_parent() -> None:
+    """Linux: end this rank when the process that launched it dies, even by SIGKILL (a rank left running
+    could later rename its scratch folder over a newer output)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    parent = os.getppid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextmanager
 def join(cfg: ParallelConfig, device: str) -> Iterator[tuple[Group, torch.device]]:
     """The group this process belongs to and its device. Outside torchrun: :data:`SINGLE` and
     ``device`` resolved as ever. Under torchrun: joins the process group (``cfg.backend``; ``auto`` is
-    nccl on CUDA, gloo otherwise) for the block and leaves it afterwards."""
-    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    nccl on CUDA, gloo otherwise) for the block and leaves it afterwards. The group is as large as
+    torchrun made it (``WORLD_SIZE``, over all machines); ``cfg.nproc`` only says how many processes
+    :func:`relaunch` starts on one machine."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         yield SINGLE, resolve_device(device)
         return
+    _die_with_parent()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dev = _rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = _rank_device(device, cfg.backend)
     backend = cfg.backend if cfg.backend != "auto" else ("nccl" if dev.type == "cuda" else "gloo")
-    torch.distributed.init_process_group(backend, timeout=timedelta(minutes=30))  # nccl: the device set above
+    torch.distributed.init_process_group(backend, timeout=timedelta(minutes=cfg.timeout_minutes))
     try:
         yield Group(rank, world, dev), dev
     except PeerLostError as err:
-        print(f"rank {rank}: stopped, another rank failed ({err})", file=sys.stderr, flush=True)
+        print(f"rank {rank}: stopped at a failed collective ({err}); {err.__cause__}", file=sys.stderr, flush=True)
         sys.exit(PEER_LOST_EXIT)
     finally:
         torch.distributed.destroy_process_group()
@@ -259,7 +298,13 @@ def launch(nproc: int, outputs: Sequence[str | Path] = (), argv: Sequence[str] |
 def _describe(err, nproc: int) -> str:
     """Which rank failed and how, from torchrun's report: the first that did not stop for another's failure."""
     stopped = (PEER_LOST_EXIT, -signal.SIGTERM)  # stopped by another's failure, or by torchrun after it
-    causes = {r: f for r, f in err.failures.items() if f.exitcode not in stopped} or err.failures
+    causes = {r: f for r, f in err.failures.items() if f.exitcode not in stopped}
+    if not causes:
+        ranks = ", ".join(map(str, sorted(err.failures)))
+        return (
+            f"parallel: rank(s) {ranks} of {nproc} stopped at a failed collective, none failing before it (their "
+            "errors are printed above); no output was written. Fix it, or run with parallel.nproc: 1"
+        )
     rank = min(causes, key=lambda r: (causes[r].timestamp, r))
     failure = causes[rank]
     how = f"exit code {failure.exitcode}"

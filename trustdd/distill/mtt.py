@@ -14,6 +14,7 @@ Two ways to get the image gradient of the matching loss, equal to float precisio
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -214,10 +215,10 @@ class TrajectoryMatching:
 
     ``trajectories`` > 1 matches that many (expert, start epoch, student batches) draws per iteration
     and averages their gradients before the one optimiser step. On a group of N processes
-    (``task.group``, ``parallel.nproc``) every iteration draws N x ``trajectories`` of them, the same on
-    every rank from the one seed stream; rank r matches the r-th ``trajectories`` and the gradients
-    are averaged over the ranks, so N ranks give what one process matching all N x ``trajectories``
-    gives, up to float rounding, and every rank holds the same synthetic sets.
+    (``task.group``, ``parallel.nproc``) the draws are the same on every rank (one seed stream), rank r
+    matches draws r, r + N, ... and the gradients are averaged over the ranks: the result is what one
+    process gives, up to float rounding, and every rank holds the same sets. ``trajectories`` a
+    multiple of N keeps every rank busy.
     """
 
     iterations: int = 200
@@ -235,7 +236,7 @@ class TrajectoryMatching:
     lr_label: float = 2.0  # labels learned: SGD lr of the label logits (DATM's)
     dsa: bool = True  # differentiable Siamese augmentation in the student steps
     log_every: int = 10
-    trajectories: int = 1  # expert trajectories matched per iteration (on each process); gradients averaged
+    trajectories: int = 1  # expert trajectories matched per iteration, divided over the processes; gradients averaged
 
     needs_experts = True
     parallel = True  # trajectory-parallel over the processes of task.group
@@ -279,8 +280,13 @@ class TrajectoryMatching:
         if task.experts is None:
             raise ValueError("method 'mtt' needs expert trajectories")
         self.check(task.ipc, task.experts.epochs, task.spec.norm)
+        group = task.group
+        if group.is_main and self.trajectories % group.world:
+            idle = f"rank {group.world - 1} matches none" if self.trajectories < group.world else "the ranks are unevenly loaded"
+            print(f"distill: {group.world} processes share distill.mtt.trajectories {self.trajectories} per iteration, so "
+                  f"{idle}; a multiple of {group.world} uses them all", file=sys.stderr)
         g = generator(task.seed, "distill", "mtt")
-        dev, group = task.device, task.group
+        dev = task.device
         x_in, y_in, x_out = (t.to(dev) for t in initial_sets(task, g, self.init))
         label_logits = None if self.labels == "hard" else expert_logits(task, x_in)
         group.broadcast_tensors(x_in, y_in, x_out, label_logits)  # one starting point on every rank
@@ -303,8 +309,7 @@ class TrajectoryMatching:
 
         learned = [x_in, x_out] if has_out else [x_in]
         learned += [syn_lr] + ([label_logits] if self.labels == "learned" else [])
-        total = self.trajectories * group.world  # trajectories matched per iteration, over all ranks
-        mine = slice(group.rank * self.trajectories, (group.rank + 1) * self.trajectories)
+        total = self.trajectories  # per iteration, over all ranks; rank r matches draws r, r + N, ...
 
         log = LossLog(self.log_every, self.iterations)
         bar = tqdm(range(self.iterations), desc="distill (mtt)", unit="it", mininterval=2, disable=not group.is_main)
@@ -314,7 +319,7 @@ class TrajectoryMatching:
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss = 0.0
-            for expert, t, steps in draws[mine]:
+            for expert, t, steps in draws[group.rank :: group.world]:
                 traj = task.experts.trajectory(expert)
                 theta0, target = traj[t].to(dev), traj[t + self.expert_epochs].to(dev)
                 if self.memory == "constant":  # both add to the .grad of the learned tensors
