@@ -152,8 +152,8 @@ class Group:
 
     def average_grads(self, tensors: Sequence[torch.Tensor], count: int) -> None:
         """Replace each tensor's ``.grad`` by the sum over the ranks divided by ``count`` (the number of
-        terms summed in all: ranks x terms per rank). One all-reduce of the grads packed flat. A tensor
-        without a grad counts as zeros. With one rank and ``count`` 1 nothing changes."""
+        terms summed over all ranks). One all-reduce of the grads packed flat. A tensor without a grad
+        counts as zeros. With one rank and ``count`` 1 nothing changes."""
         if self.world == 1 and count == 1:
             return
         grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
