@@ -282,7 +282,8 @@ class TrajectoryMatching:
         self.check(task.ipc, task.experts.epochs, task.spec.norm)
         group = task.group
         if group.is_main and self.trajectories % group.world:
-            idle = f"rank {group.world - 1} matches none" if self.trajectories < group.world else "the ranks are unevenly loaded"
+            idle = (f"rank(s) {self.trajectories} to {group.world - 1} match none" if self.trajectories < group.world
+                    else "some ranks match one more than others")
             print(f"distill: {group.world} processes share distill.mtt.trajectories {self.trajectories} per iteration, so "
                   f"{idle}; a multiple of {group.world} uses them all", file=sys.stderr)
         g = generator(task.seed, "distill", "mtt")
