@@ -57,6 +57,7 @@ def test_launched_by_torchrun_needs_rank_and_world_size(monkeypatch):
 def test_ranks_shard_items_round_robin():
     assert [Group(r, 3).shard(list(range(8))) for r in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5]]
     assert [Group(r, 4).shard(list(range(2))) for r in range(4)] == [[0], [1], [], []]
+    assert SINGLE.gather_shards(["a", "b"]) == ["a", "b"]
 
 
 def _script(tmp_path: Path, body: str) -> Path:
@@ -86,6 +87,7 @@ def test_collectives_on_two_gloo_processes(tmp_path):
             "sum": group.sum(group.rank + 0.5), "broadcast": group.broadcast(f"from {group.rank}"),
             "grad": t.grad.tolist(), "tensor": shared.tolist(), "threads": torch.get_num_threads(),
         }
+        result["unsharded"] = group.gather_shards([f"item {i}" for i in group.shard(list(range(5)))])
         gathered = group.gather(result)
         if group.is_main:
             out.write_text(json.dumps(gathered))
@@ -94,6 +96,7 @@ def test_collectives_on_two_gloo_processes(tmp_path):
     ranks = json.loads(out.read_text())
     assert [r["rank"] for r in ranks] == [0, 1] and {r["world"] for r in ranks} == {2}
     assert [r["shard"] for r in ranks] == [[0, 2, 4], [1, 3]]
+    assert [r["unsharded"] for r in ranks] == [[f"item {i}" for i in range(5)], None]  # item order, on rank 0
     assert {r["sum"] for r in ranks} == {2.0} and {r["broadcast"] for r in ranks} == {"from 0"}
     assert all(r["grad"] == [1.5, 1.5] and r["tensor"] == [0.0] for r in ranks)  # (1 + 2) / 2; rank 0's
     assert {r["threads"] for r in ranks} == {1}  # one thread per process unless OMP_NUM_THREADS says otherwise

@@ -110,6 +110,14 @@ class Group:
         """This rank's share: item i goes to rank ``i mod world``."""
         return list(items[self.rank :: self.world])
 
+    def gather_shards(self, results: Sequence[T]) -> list[T] | None:
+        """On rank 0, every rank's ``results`` for its :meth:`shard`, put back in the order of the items
+        they were sharded from; None on the others."""
+        gathered = self.gather(list(results))
+        if gathered is None:
+            return None
+        return [gathered[i % self.world][i // self.world] for i in range(sum(map(len, gathered)))]
+
     def barrier(self) -> None:
         if self.world > 1:
             with _collective("barrier"):

@@ -185,10 +185,10 @@ def evaluate(
     shared = _Shared(test_x, test_y, ood, cfg, lambda_oe, seed, device, pixel_scale)
     all_jobs = [job for *_, jobs in groups_of_jobs for job in jobs]
     desc = "evaluate (nets)" if group.world == 1 else f"evaluate (nets, rank {group.rank})"
-    gathered = group.gather(run_jobs(_run_job, group.shard(all_jobs), shared, workers, desc=desc))
-    if gathered is None:
+    results = group.gather_shards(run_jobs(_run_job, group.shard(all_jobs), shared, workers, desc=desc))
+    if results is None:
         return None
-    done = iter([gathered[j % group.world][j // group.world] for j in range(len(all_jobs))])
+    done = iter(results)
     for s, arch, train_cfg, jobs in groups_of_jobs:
         per_net: list[dict] = []
         for job in jobs:

@@ -103,10 +103,9 @@ def train_experts(
     shared = _ExpertData(folder, spec, train_x, train_y, pool_x, test_x, test_y, cfg, lambda_oe, seed, device)
     mine = group.shard(range(cfg.num_experts))
     desc = "experts" if group.world == 1 else f"experts (rank {group.rank})"
-    gathered = group.gather(run_jobs(_train_one, mine, shared, workers, desc=desc))  # after every rank's writes
-    if gathered is None:
+    records = group.gather_shards(run_jobs(_train_one, mine, shared, workers, desc=desc))  # after every rank's writes
+    if records is None:
         return None
-    records = sorted((r for rank in gathered for r in rank), key=lambda r: r["expert"])
     missing = [str(expert_path(folder, i)) for i in range(cfg.num_experts) if not expert_path(folder, i).exists()]
     if missing:
         raise FileNotFoundError(
