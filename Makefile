@@ -53,29 +53,29 @@ data-sources:
 
 # `dvc plots show` with Vega inline, so the page renders without network; then check it in headless Chromium.
 plots: setup
-	$(BIN)/python -m trustdd.plots show
+	$(BIN)/python -m trustdd.experiments.plots show
 
 check-plots: plots
-	$(BIN)/python -m trustdd.plots check dvc_plots/index.html
+	$(BIN)/python -m trustdd.experiments.plots check dvc_plots/index.html
 
 benchmark: setup data-sources
 	$(BIN)/python benchmarks/repro_time.py
 
 # A paper-scale preset as a named DVC experiment, e.g. `make preset P=cifar10-ipc10` (list: presets/).
 preset: setup
-	$(BIN)/python -m trustdd.presets run $(P)
+	$(BIN)/python -m trustdd.experiments.presets run $(P)
 
 # A grid of experiments (grids/NAME.yaml) through DVC's queue, e.g. `make grid G=default J=2`; then its tables.
 G ?= default
 J ?= 1
 grid: setup data-sources
-	$(BIN)/python -m trustdd.grid $(G) --jobs $(J)
-	$(BIN)/python -m trustdd.results --grid $(G) --out results/$(G)
+	$(BIN)/python -m trustdd.experiments.grid $(G) --jobs $(J)
+	$(BIN)/python -m trustdd.experiments.results --grid $(G) --out results/$(G)
 
 # The README's results table, from the committed metrics/ and params.yaml (docs/results.md says how the
 # grid tables under docs/results/ are made).
 results: setup
-	$(BIN)/python -m trustdd.results --workspace --update README.md
+	$(BIN)/python -m trustdd.experiments.results --workspace --update README.md
 
 clean:
 	rm -rf $(VENV) data dvc_plots

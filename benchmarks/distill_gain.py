@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from trustdd import artifacts, report
-from trustdd.data import Prepared
+from trustdd import artifacts
+from trustdd.evaluation import report
+from trustdd.data.prepared import Prepared
 from trustdd.distill import DistillTask
-from trustdd.distilled_sets import TrainingSet
-from trustdd.evaluation import evaluate
-from trustdd.ood_sets import OODSets
+from trustdd.evaluation.training_sets import TrainingSet
+from trustdd.evaluation.protocol import evaluate
+from trustdd.data.ood_sets import OODSets
 from trustdd.params import params_from_dict
-from trustdd.presets import merge
+from trustdd.experiments.presets import merge
 from trustdd.runtime import configure_determinism, resolve_device
 
 

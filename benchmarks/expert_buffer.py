@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from trustdd import artifacts
-from trustdd.datasets import DATASETS
+from trustdd.data.datasets import DATASETS
 from trustdd.experts import ExpertBuffer, expert_path, human_bytes
-from trustdd.networks import NetSpec
+from trustdd.nn.networks import NetSpec
 
 EPOCHS = 50
 READS = 200

@@ -33,7 +33,7 @@ def measure(shape: str, memory: str, syn_steps: int, iterations: int, device: st
     import torch
 
     from trustdd.distill import DistillTask, TrajectoryMatching
-    from trustdd.networks import NetSpec, flat_params, init_network
+    from trustdd.nn.networks import NetSpec, flat_params, init_network
 
     s = SHAPES[shape]
     dev = torch.device(device)

@@ -6,7 +6,7 @@ from torchvision.utils import save_image
 
 from trustdd import artifacts, distributed
 from trustdd.cli import run_stage
-from trustdd.data import Prepared
+from trustdd.data.prepared import Prepared
 from trustdd.distill import DistillTask
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, json_text, write_all

@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from trustdd import artifacts, distributed, report
+from trustdd import artifacts, distributed
+from trustdd.evaluation import report
 from trustdd.cli import run_stage
-from trustdd.data import Prepared
-from trustdd.distilled_sets import full_data, load_distilled, random_subset
-from trustdd.evaluation import evaluate
-from trustdd.ood_sets import OODSets
+from trustdd.data.prepared import Prepared
+from trustdd.evaluation.training_sets import full_data, load_distilled, random_subset
+from trustdd.evaluation.protocol import evaluate
+from trustdd.data.ood_sets import OODSets
 from trustdd.params import load_params
 from trustdd.runtime import configure_determinism, json_text, write_all
 

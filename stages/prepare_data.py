@@ -4,7 +4,7 @@ from pathlib import Path
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import prepare
+from trustdd.data.prepared import prepare
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 

@@ -6,7 +6,7 @@ from torchvision.utils import save_image
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.ood_sets import build_ood_sets
+from trustdd.data.ood_sets import build_ood_sets
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, write_json
 

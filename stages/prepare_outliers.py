@@ -7,8 +7,8 @@ from torchvision.utils import save_image
 
 from trustdd import artifacts
 from trustdd.cli import run_stage
-from trustdd.data import Prepared
-from trustdd.outliers import PoolRequest, build_pool
+from trustdd.data.prepared import Prepared
+from trustdd.outliers.pool import PoolRequest, build_pool
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 

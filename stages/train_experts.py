@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trustdd import artifacts, distributed
 from trustdd.cli import run_stage
-from trustdd.data import Prepared
+from trustdd.data.prepared import Prepared
 from trustdd.experts import human_bytes, train_experts, write_not_needed
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism

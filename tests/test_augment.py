@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trustdd.augment import DSA, OPS
+from trustdd.nn.augment import DSA, OPS
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trustdd.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate, make_corruption
-from trustdd.data import to_uint8
+from trustdd.outliers.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate, make_corruption
+from trustdd.data.images import to_uint8
 from trustdd.registry import UnknownChoiceError
 
 PAPER_FOUR = ["jigsaw", "invert", "pixelate", "speckle"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trustdd.data import fit_images, stratified_subset
+from trustdd.data.images import fit_images, stratified_subset
 
 
 def test_stratified_subset_is_balanced_and_seeded():

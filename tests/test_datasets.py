@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN
 
-from trustdd import datasets
-from trustdd.datasets import DATASETS, IMAGENET_SUBSETS, DataNotFoundError
-from trustdd.image_sources import ImageSourceError, SkippedImagesWarning
+from trustdd.data import datasets
+from trustdd.data.datasets import DATASETS, IMAGENET_SUBSETS, DataNotFoundError
+from trustdd.data.image_sources import ImageSourceError, SkippedImagesWarning
 
 from conftest import cifar_images as _cifar_images, md5, write_pickle as _pickle
 
@@ -430,7 +430,7 @@ def test_missing_and_changed_cifar_files_headline_says_both(cifar10_root):
 
 
 def test_verify_false_warns_per_file_records_md5s_and_keeps_the_label_check(cifar10_root, capsys, monkeypatch):
-    from trustdd.data import prepare
+    from trustdd.data.prepared import prepare
 
     root, train, test_x, names = cifar10_root
     path, official, actual = _change_batch(root, labels=(3, 1, 4, 1))
@@ -514,8 +514,8 @@ def test_mnist_gz_with_another_md5_is_unpacked_only_when_verify_is_false(tmp_pat
 
 
 def test_oe_torchvision_says_which_files_differ_and_which_are_missing(cifar100_root):
-    from trustdd.image_sources import read_torchvision
-    from trustdd.outliers import OEConfig, PoolRequest, build_pool
+    from trustdd.data.image_sources import read_torchvision
+    from trustdd.outliers.pool import OEConfig, PoolRequest, build_pool
 
     root, train_x, _ = cifar100_root
     base = root / "cifar-100-python"
@@ -544,7 +544,7 @@ def test_oe_torchvision_says_which_files_differ_and_which_are_missing(cifar100_r
 
 
 def test_a_changed_file_of_an_ood_dataset_set(cifar100_root, capsys):
-    from trustdd.ood_sets import DataFiles, build_ood_sets
+    from trustdd.data.ood_sets import DataFiles, build_ood_sets
 
     root, _, test_x = cifar100_root
     base = root / "cifar-100-python"
@@ -587,7 +587,7 @@ def folder_root(tmp_path):
 
 
 def test_imagefolder_sorted_classes_rgb_resized_and_undecodable_files_skipped(folder_root, capsys):
-    from trustdd.data import prepare
+    from trustdd.data.prepared import prepare
 
     info = DATASETS.get("imagefolder").resolve(folder_root, 16)
     assert (info.channels, info.image_size, info.num_classes, info.shape(16)) == (3, 16, 3, (3, 16, 16))
@@ -659,7 +659,7 @@ def test_imagefolder_image_size_is_a_params_mistake_not_a_file_problem(folder_ro
 
 @pytest.mark.parametrize("dataset", ["npy", "imagefolder"])
 def test_verify_false_records_nothing_for_a_dataset_without_md5s(dataset, folder_root, tmp_path):
-    from trustdd.data import prepare
+    from trustdd.data.prepared import prepare
 
     root = _write_npy(tmp_path / "arr") if dataset == "npy" else folder_root
     info = DATASETS.get(dataset).resolve(root, 8)

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from trustdd.augment import DSA, NoAugment
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.distill import DistillTask, GradientMatching, gradient_distance, initial_sets, matching_loss
 from trustdd.distill.dsa import _ce_to, set_matching_loss
-from trustdd.losses import oe_loss
-from trustdd.networks import NetSpec, init_network
+from trustdd.nn.losses import oe_loss
+from trustdd.nn.networks import NetSpec, init_network
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)
 

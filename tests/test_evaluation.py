@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from trustdd import report
-from trustdd.data import InputTransform
-from trustdd.distilled_sets import DistilledSetError, TrainingSet, full_data, load_distilled, random_subset
-from trustdd.evaluation import EvalConfig, check, evaluate
-from trustdd.networks import NetSpec
+from trustdd.evaluation import report
+from trustdd.data.images import InputTransform
+from trustdd.evaluation.training_sets import DistilledSetError, TrainingSet, full_data, load_distilled, random_subset
+from trustdd.evaluation.protocol import EvalConfig, check, evaluate
+from trustdd.nn.networks import NetSpec
 
 SHAPE = (1, 8, 8)
 PLAIN = InputTransform((0.5,), (0.25,))

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from trustdd import exp_show, grid, results
+from trustdd.experiments import exp_show
+from trustdd.experiments import grid
+from trustdd.experiments import results
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +148,7 @@ def _run(cmd, cwd, fails=False):
 
 @pytest.mark.slow
 def test_a_tiny_grid_runs_through_the_queue_and_its_table_is_the_cells_metrics(tmp_path):
-    from trustdd import datasets
+    from trustdd.data import datasets
 
     if not datasets.DEBIAN_FASHION_MNIST.exists() and not (PROJECT / "data/raw/FashionMNIST/raw").exists():
         pytest.skip("Fashion-MNIST is not installed (make test installs it)")
@@ -167,21 +169,21 @@ def test_a_tiny_grid_runs_through_the_queue_and_its_table_is_the_cells_metrics(t
     _run(["git", "add", "-A"], root)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
 
-    out = _run([sys.executable, "-m", "trustdd.grid", "tiny", "--jobs", "2", "--poll", "2"], root)
+    out = _run([sys.executable, "-m", "trustdd.experiments.grid", "tiny", "--jobs", "2", "--poll", "2"], root)
     assert "2 cells; 0 done, 0 queued or running, 0 to run again, 2 to queue" in out
     assert "grid tiny: all 2 cells done" in out
     # again: both cells are done on this commit with these params, nothing is queued
-    again = _run([sys.executable, "-m", "trustdd.grid", "tiny", "--poll", "2"], root)
+    again = _run([sys.executable, "-m", "trustdd.experiments.grid", "tiny", "--poll", "2"], root)
     assert "2 done" in again and "dvc exp run" not in again
 
     # the failed cell is named, with the end of its log
-    failed = _run([sys.executable, "-m", "trustdd.grid", "broken", "--poll", "2"], root, fails=True)
+    failed = _run([sys.executable, "-m", "trustdd.experiments.grid", "broken", "--poll", "2"], root, fails=True)
     assert "FAILED broken-svhn" in failed and "SVHN" in failed.split("FAILED broken-svhn")[1]
     assert "grid broken: 1 of 1 cells failed" in failed
 
     # the table from the live experiments equals each cell's own metrics.json
     saved = tmp_path / "saved"
-    _run([sys.executable, "-m", "trustdd.results", "--grid", "tiny", "--out", str(saved), "--save", str(saved / "exp.json")], root)
+    _run([sys.executable, "-m", "trustdd.experiments.results", "--grid", "tiny", "--out", str(saved), "--save", str(saved / "exp.json")], root)
     experiments = exp_show.parse(json.loads((saved / "exp.json").read_text()))
     df = results.select(results.frame(experiments), grid="tiny")
     assert sorted(df["experiment"].unique()) == ["tiny-none", "tiny-poe"]

@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trustdd.losses import oe_loss, trustdd_loss
+from trustdd.nn.losses import oe_loss, trustdd_loss
 
 
 def test_oe_loss_is_log_k_for_uniform_logits():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from trustdd.metrics import (
+from trustdd.evaluation.metrics import (
     METRIC_NAMES,
     expected_calibration_error,
     fpr_at_tpr,

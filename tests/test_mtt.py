@@ -3,11 +3,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from trustdd.augment import DSA, NoAugment
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.distill import DistillTask, TrajectoryMatching, kmeans_medoids, trajectory_matching_loss
 from trustdd.distill.base import LossLog
 from trustdd.distill.mtt import Student, StudentStep, constant_memory_gradients, unrolled_gradients
-from trustdd.networks import NetSpec, flat_params, init_network, unflatten_params
+from trustdd.nn.networks import NetSpec, flat_params, init_network, unflatten_params
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)
 
@@ -242,7 +242,7 @@ def test_an_ipc_above_the_smallest_prepared_class_is_a_params_error_before_any_w
     listed only when prepared); the distill stage refuses such an ipc before it reads anything else."""
     from pathlib import Path
 
-    from trustdd.data import Prepared
+    from trustdd.data.prepared import Prepared
     from trustdd.params import ParamsError, load_params
 
     p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # ipc 10

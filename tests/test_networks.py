@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trustdd.networks import NETWORKS, NORMS, NetSpec, flat_params, init_network
+from trustdd.nn.networks import NETWORKS, NORMS, NetSpec, flat_params, init_network
 
 SHAPES = [(1, 28), (3, 32), (3, 64)]  # Fashion-MNIST, CIFAR, Tiny ImageNet
 NAMES = NETWORKS.names()

@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trustdd.datasets import DataNotFoundError
-from trustdd.image_sources import ImageSourceError
-from trustdd.ood_sets import OOD_SETS, DataFiles, OODSets, UserOODSet, build_ood_sets
+from trustdd.data.datasets import DataNotFoundError
+from trustdd.data.image_sources import ImageSourceError
+from trustdd.data.ood_sets import OOD_SETS, DataFiles, OODSets, UserOODSet, build_ood_sets
 
 SHAPE = (1, 28, 28)
 OFFLINE = [n for n in OOD_SETS.names() if OOD_SETS.get(n).problems is None]
@@ -166,7 +166,7 @@ def test_round_trip_and_preview():
 
 
 def test_ood_sets_for_a_users_own_ind_data_take_its_resolved_shape(tmp_path, cifar100_root):
-    from trustdd.datasets import DATASETS
+    from trustdd.data.datasets import DATASETS
 
     root, _, test_x = cifar100_root
     for split, n in (("train", 2), ("test", 1)):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from trustdd.data import fit_images
-from trustdd.image_sources import ImageSourceError
-from trustdd.outliers import OEConfig, PoolRequest, build_pool
+from trustdd.data.images import fit_images
+from trustdd.data.image_sources import ImageSourceError
+from trustdd.outliers.pool import OEConfig, PoolRequest, build_pool
 from trustdd.registry import UnknownChoiceError
 
 

@@ -5,7 +5,7 @@ import torch
 import yaml
 from helpers import apply_overrides
 
-from trustdd.datasets import DataNotFoundError
+from trustdd.data.datasets import DataNotFoundError
 from trustdd.params import ParamsError, load_params
 
 PROJECT = Path(__file__).resolve().parents[1]

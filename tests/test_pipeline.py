@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helpers import apply_overrides
 
-from trustdd import datasets
+from trustdd.data import datasets
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -170,9 +170,9 @@ def test_changing_an_evaluation_param_reruns_only_evaluation(project):
 
 
 def test_plots_page_renders_offline(project):
-    from trustdd.plots import check_page
+    from trustdd.experiments.plots import check_page
 
-    run([sys.executable, "-m", "trustdd.plots", "show"], project)
+    run([sys.executable, "-m", "trustdd.experiments.plots", "show"], project)
     if shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed: the page was written but not opened")
     result = check_page(project / "dvc_plots/index.html")

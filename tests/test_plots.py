@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trustdd.plots import PAGE, check_page, drawn_charts, offline_template
+from trustdd.experiments.plots import PAGE, check_page, drawn_charts, offline_template
 
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 

@@ -11,11 +11,11 @@ import torch
 import yaml
 from helpers import apply_overrides
 
-from trustdd.corruptions import CORRUPTIONS, make_corruption
+from trustdd.outliers.corruptions import CORRUPTIONS, make_corruption
 from trustdd.distill import METHODS
-from trustdd.outliers import PoolRequest, build_pool
+from trustdd.outliers.pool import PoolRequest, build_pool
 from trustdd.params import ParamsError, _build, params_from_dict
-from trustdd.scores import SCORES, make_score
+from trustdd.evaluation.scores import SCORES, make_score
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -223,6 +223,6 @@ def test_a_mixing_corruption_needs_two_images_per_batch():
     # a last chunk of one image joins the one before it rather than failing
     request = PoolRequest(torch.zeros(9, 1, 8, 8, dtype=torch.uint8), ("geometric_mean_mix",), {}, 9, torch.Generator())
     assert build_pool("poe", request).x.shape == (9, 1, 8, 8)
-    from trustdd.outliers import SOURCES
+    from trustdd.outliers.pool import SOURCES
 
     assert SOURCES.get("poe")(request, chunk=4).x.shape == (9, 1, 8, 8)  # chunks of 4, 5

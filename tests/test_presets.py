@@ -8,7 +8,7 @@ import pytest
 import yaml
 from dvc.utils.hydra import apply_overrides
 
-from trustdd import presets
+from trustdd.experiments import presets
 from trustdd.params import load_params
 
 PROJECT = Path(__file__).resolve().parents[1]

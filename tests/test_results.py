@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trustdd import exp_show, results
+from trustdd.experiments import exp_show
+from trustdd.experiments import results
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAVED = PROJECT / "tests" / "data" / "exp_show_tiny.json"
@@ -62,7 +63,7 @@ def test_frame_has_one_row_per_experiment_set_and_architecture_with_its_own_metr
 def test_markdown_tables_are_the_cells_numbers_by_method_outliers_and_ipc(raw):
     experiments = exp_show.parse(raw)
     df = results.select(results.frame(experiments), grid="tiny")
-    md = results.markdown(df, experiments, "python -m trustdd.results --grid tiny")
+    md = results.markdown(df, experiments, "python -m trustdd.experiments.results --grid tiny")
     none, poe = own_metrics(raw, "tiny-none"), own_metrics(raw, "tiny-poe")
     acc = lambda m: f"{m['distilled']['convnet']['accuracy']['mean']:.2f} ± {m['distilled']['convnet']['accuracy']['std']:.2f}"
     accuracy = md.split("**Accuracy (%) ↑**")[1].split("**")[0]
@@ -85,7 +86,7 @@ def test_the_command_on_a_folder_of_saved_json_writes_table_csv_and_plot(tmp_pat
     out = tmp_path / "out"
     assert results.main(["--from", str(folder), "--grid", "tiny", "--out", str(out)]) == 0
     table = (out / "table.md").read_text()
-    assert table.startswith(f"Made by `python -m trustdd.results --from {folder} --grid tiny --out {out}`")
+    assert table.startswith(f"Made by `python -m trustdd.experiments.results --from {folder} --grid tiny --out {out}`")
     csv = pd.read_csv(out / "rows.csv")
     assert len(csv) == 6 and sorted(csv["experiment"].unique()) == ["tiny-none", "tiny-poe"]
     assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG"
@@ -102,7 +103,7 @@ def test_the_readme_table_is_the_committed_metrics():
     a hand edit, or metrics that moved without it, fails here."""
     experiments = results.workspace(PROJECT)
     df = results.frame(experiments)
-    expected = results.markdown(df, experiments, "python -m trustdd.results --workspace --update README.md")
+    expected = results.markdown(df, experiments, "python -m trustdd.experiments.results --workspace --update README.md")
     assert results.block(PROJECT / "README.md") == expected
     head = json.loads((PROJECT / "metrics/metrics.json").read_text())["distilled"]["convnet"]["accuracy"]
     assert f"**{head['mean']:.2f} ± {head['std']:.2f}**" in expected
@@ -122,7 +123,7 @@ def test_update_replaces_only_the_block(tmp_path):
 def test_the_docs_grid_tables_are_what_their_saved_experiments_give():
     """docs/results/default/table.md is the results command's output on the saved `dvc exp show` beside it."""
     folder = PROJECT / "docs" / "results" / "default"
-    command = "python -m trustdd.results --from docs/results/default/exp_show.json --grid default --out docs/results/default"
+    command = "python -m trustdd.experiments.results --from docs/results/default/exp_show.json --grid default --out docs/results/default"
     experiments = [e for e in exp_show.parse(exp_show.read_saved([folder / "exp_show.json"])) if e.kind != "workspace"]
     df = results.select(results.frame(experiments), grid="default")
     assert sorted(df["experiment"].unique()) == ["default-none-ipc1", "default-none-ipc10", "default-poe-ipc1", "default-poe-ipc10"]

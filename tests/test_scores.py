@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trustdd.scores import SCORES, KNN, Probe, make_score
+from trustdd.evaluation.scores import SCORES, KNN, Probe, make_score
 
 
 class Linear2(nn.Module):

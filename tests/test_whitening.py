@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from trustdd.data import InputTransform, Prepared, prepare
-from trustdd.datasets import DATASETS, Split
-from trustdd.whitening import ZCA
+from trustdd.data.images import InputTransform
+from trustdd.data.prepared import Prepared, prepare
+from trustdd.data.datasets import DATASETS, Split
+from trustdd.data.whitening import ZCA
 
 
 def correlated_images(n=600, seed=0):

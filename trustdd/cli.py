@@ -6,10 +6,10 @@ import sys
 from typing import Callable
 
 from trustdd.artifacts import ArtifactError
-from trustdd.datasets import DataNotFoundError
-from trustdd.distilled_sets import DistilledSetError
+from trustdd.data.datasets import DataNotFoundError
+from trustdd.evaluation.training_sets import DistilledSetError
 from trustdd.distributed import ParallelSetupError, RankFailedError
-from trustdd.image_sources import ImageSourceError
+from trustdd.data.image_sources import ImageSourceError
 from trustdd.params import ParamsError
 
 USER_ERRORS = (

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from trustdd import artifacts
-from trustdd.augment import DSA
+from trustdd.nn.augment import DSA
 from trustdd.distributed import SINGLE, Group
-from trustdd.networks import NetSpec, flat_params, init_network
+from trustdd.nn.networks import NetSpec, flat_params, init_network
 from trustdd.runtime import generator
-from trustdd.training import TrainConfig, predict_logits, seed_from, train_network
+from trustdd.nn.training import TrainConfig, predict_logits, seed_from, train_network
 from trustdd.workers import run_jobs
 
 

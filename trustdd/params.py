@@ -13,19 +13,19 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from trustdd.corruptions import CORRUPTIONS, make_corruption
-from trustdd.datasets import DATASETS, DatasetInfo
+from trustdd.outliers.corruptions import CORRUPTIONS, make_corruption
+from trustdd.data.datasets import DATASETS, DatasetInfo
 from trustdd.distill import METHODS, MIXINGS
-from trustdd.distilled_sets import DistilledSetError, load_distilled
+from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.distributed import ParallelConfig
-from trustdd.evaluation import EvalConfig
+from trustdd.evaluation.protocol import EvalConfig
 from trustdd.experts import ExpertConfig
-from trustdd.networks import NETWORKS, NORMS, NetSpec
-from trustdd.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
-from trustdd.outliers import OE_FORMATS, SOURCES, OEConfig
+from trustdd.nn.networks import NETWORKS, NORMS, NetSpec
+from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
+from trustdd.outliers.pool import OE_FORMATS, SOURCES, OEConfig
 from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device
-from trustdd.scores import SCORES, make_score
+from trustdd.evaluation.scores import SCORES, make_score
 
 
 class ParamsError(ValueError):
@@ -48,7 +48,7 @@ class OODParams:
     sets: tuple[str, ...] = ("mnist", "textures", "photos", "gaussian_noise", "uniform_noise")
     size: int = 2000  # images per OOD set, a seeded random subset (fewer when a set is smaller)
     groups: dict = field(default_factory=dict)  # {set: near | far}: overrides a set's default group
-    user: tuple[UserOODSet, ...] = ()  # the user's own sets, see trustdd.ood_sets.UserOODSet
+    user: tuple[UserOODSet, ...] = ()  # the user's own sets, see trustdd.data.ood_sets.UserOODSet
     optional: tuple[str, ...] = ()  # sets of ood.sets that are skipped (and reported) when their files are missing
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trustdd.data import Prepared, stratified_subset
+from trustdd.data.prepared import Prepared
+from trustdd.data.images import stratified_subset
 from trustdd.distributed import SINGLE, Group
 from trustdd.experts import ExpertBuffer
-from trustdd.networks import NetSpec, unflatten_params
+from trustdd.nn.networks import NetSpec, unflatten_params
 from trustdd.registry import Registry
 
 METHODS: Registry[type] = Registry("method")

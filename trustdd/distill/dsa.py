@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from trustdd.augment import DSA, NoAugment
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.distill.base import METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
-from trustdd.losses import oe_loss
-from trustdd.networks import init_network
+from trustdd.nn.losses import oe_loss
+from trustdd.nn.networks import init_network
 from trustdd.runtime import generator
-from trustdd.training import TrainConfig, seed_from, train_network
+from trustdd.nn.training import TrainConfig, seed_from, train_network
 
 # (outer_loop, inner_loop) per ipc, as published with DC/DSA and used by TrustDD's code.
 PUBLISHED_LOOPS: dict[int, tuple[int, int]] = {

@@ -23,12 +23,12 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from trustdd.augment import DSA, NoAugment
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.distill.base import INITS, METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
-from trustdd.losses import oe_loss, trustdd_loss
-from trustdd.networks import unflatten_params
+from trustdd.nn.losses import oe_loss, trustdd_loss
+from trustdd.nn.networks import unflatten_params
 from trustdd.runtime import generator
-from trustdd.training import seed_from
+from trustdd.nn.training import seed_from
 
 MEMORY = ("unrolled", "constant")
 # hard: class indices. expert (TESLA): fixed soft labels, the experts' mean final logits on the starting images.

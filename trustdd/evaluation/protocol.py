@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trustdd.augment import DSA
-from trustdd.distilled_sets import TrainingSet
+from trustdd.nn.augment import DSA
+from trustdd.evaluation.training_sets import TrainingSet
 from trustdd.distributed import SINGLE, Group
-from trustdd.metrics import (
+from trustdd.evaluation.metrics import (
     METRIC_NAMES,
     expected_calibration_error,
     mean_std,
@@ -30,10 +30,10 @@ from trustdd.metrics import (
     roc_points,
     summarize_ood,
 )
-from trustdd.networks import NetSpec, init_network
+from trustdd.nn.networks import NetSpec, init_network
 from trustdd.runtime import generator
-from trustdd.scores import Probe, Score, make_score
-from trustdd.training import TrainConfig, seed_from, train_network
+from trustdd.evaluation.scores import Probe, Score, make_score
+from trustdd.nn.training import TrainConfig, seed_from, train_network
 from trustdd.workers import run_jobs
 
 HIST_BINS = 40

@@ -1,4 +1,4 @@
-"""Turn an :class:`~trustdd.evaluation.Evaluation` into what the evaluate stage writes: the headline
+"""Turn an :class:`~trustdd.evaluation.protocol.Evaluation` into what the evaluate stage writes: the headline
 metrics (``metrics.json``, what ``dvc metrics diff`` and ``dvc exp show`` compare), the full per-set detail
 (``ood.json``), a markdown table for people (``report.md``) and the rows behind the DVC plots."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from trustdd.evaluation import Evaluation
-from trustdd.metrics import CONVENTIONS, METRIC_NAMES, mean_std
+from trustdd.evaluation.protocol import Evaluation
+from trustdd.evaluation.metrics import CONVENTIONS, METRIC_NAMES, mean_std
 
 CLASSIFICATION = ("accuracy", "ece", "misclassification_auroc")
 # The OOD metrics of the headline and of the gains; the AUPRs are in ood.json.

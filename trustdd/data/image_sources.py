@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from trustdd.data import skimage_image, fit_images, random_crops
+from trustdd.data.images import skimage_image, fit_images, random_crops
 
 CHUNK = 4096  # images converted at once when reading a .npy file
 NAMED_SKIPPED = 5  # skipped files named in the warning
@@ -534,7 +534,7 @@ def embedded_pool(n: int, shape: tuple[int, int, int], generator: torch.Generato
 
     One share in eight (``n // 8``, as if the faces were an eighth source) are whole LFW patches, resized,
     drawn without replacement until all 200 are used, then again; the rest are random crops of the seven
-    large photos (``trustdd.data.random_crops``). The two parts are shuffled together.
+    large photos (``trustdd.data.images.random_crops``). The two parts are shuffled together.
     """
     if n < 0:
         raise ValueError(f"embedded_pool: n must be >= 0, got {n}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from trustdd import artifacts
-from trustdd.data import InputTransform, stratified_subset
+from trustdd.data.images import InputTransform, stratified_subset
 from trustdd.runtime import generator
 
 

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from trustdd.augment import DSA, NoAugment
-from trustdd.losses import trustdd_loss
+from trustdd.nn.augment import DSA, NoAugment
+from trustdd.nn.losses import trustdd_loss
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """DVC plots that render offline, and a headless-browser check that they really render.
 
 ``dvc plots show`` writes an HTML page that loads Vega from a CDN, so without network it shows an empty
-page. ``python -m trustdd.plots show`` runs ``dvc plots show`` (or ``diff``) with a page template that
+page. ``python -m trustdd.experiments.plots show`` runs ``dvc plots show`` (or ``diff``) with a page template that
 carries the Vega, Vega-Lite and Vega-Embed libraries inline (from the ``vl-convert-python`` wheel).
-``python -m trustdd.plots check`` opens the page in headless Chromium and counts the charts that were
+``python -m trustdd.experiments.plots check`` opens the page in headless Chromium and counts the charts that were
 drawn and the images that loaded; it fails if any plot is missing or broke.
 
-    python -m trustdd.plots show                # -> dvc_plots/index.html
-    python -m trustdd.plots diff main           # compare the workspace with main
-    python -m trustdd.plots check dvc_plots/index.html
+    python -m trustdd.experiments.plots show                # -> dvc_plots/index.html
+    python -m trustdd.experiments.plots diff main           # compare the workspace with main
+    python -m trustdd.experiments.plots check dvc_plots/index.html
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Files with an official md5 (the MNIST family, SVHN, CIFAR-10/100) are checked be
 file that is missing and a file that is present with another md5 are told apart, with both md5s. With
 ``data.verify: false`` the latter are used anyway, one warning each, and :meth:`DatasetInfo.ensure`
 returns the md5s of the files read, which the prepare stage records in ``ind.pt``. Warnings are
-``warning: ...`` lines on stderr (:func:`trustdd.image_sources.warn`).
+``warning: ...`` lines on stderr (:func:`trustdd.data.image_sources.warn`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST
 from torchvision.datasets.utils import download_and_extract_archive
 
-from trustdd.data import fit_images
-from trustdd.image_sources import (
+from trustdd.data.images import fit_images
+from trustdd.data.image_sources import (
     ImageSourceError,
     Mismatch,
     blocking,
@@ -126,7 +126,7 @@ class Source:
     def read_splits(self, root: Path, size: int) -> tuple[tuple, tuple, tuple[str, ...], list[tuple[Path, str]]]:
         """Both splits at once: ((train_x, train_y), (test_x, test_y), the classes, and the (file, error)
         of the image files left out because they do not decode, each split warned about with a
-        :class:`~trustdd.image_sources.SkippedImagesWarning`)."""
+        :class:`~trustdd.data.image_sources.SkippedImagesWarning`)."""
         return self.read(root, True, size), self.read(root, False, size), self.classes(root), []
 
     def classes(self, root: Path) -> tuple[str, ...]:
@@ -212,7 +212,7 @@ class DatasetInfo:
         """This entry for the files under ``root`` at ``image_size``: itself for the datasets with fixed
         constants. For a user's own data (``imagefolder``, ``npy``), the channels, size and number of
         classes are read from the files' metadata (no image is decoded, no folder listed in full), and
-        mean and std are left empty (``trustdd.data.prepare`` computes them from the train images);
+        mean and std are left empty (``trustdd.data.prepared.prepare`` computes them from the train images);
         missing or invalid files raise DataNotFoundError / InvalidDataError naming the file and the key,
         an invalid ``image_size`` a ValueError (a params mistake, not a file problem)."""
         if not self.source.from_files:
@@ -644,7 +644,7 @@ class ImageFolderSource(Source):
     Images are read as RGB (grayscale, palette and RGBA files converted; alpha dropped), resized so the
     shorter side is ``data.image_size`` (which must be set) and centre-cropped, as the ImageNet subsets.
     Files that do not decode are left out and reported, as for OOD image folders: a
-    :class:`~trustdd.image_sources.SkippedImagesWarning` per split, and the Split's ``skipped``.
+    :class:`~trustdd.data.image_sources.SkippedImagesWarning` per split, and the Split's ``skipped``.
 
     :meth:`resolve` (the params check, at every stage start) lists only ``train/`` and ``test/`` and
     each class folder up to its first image file; :meth:`read_splits` lists every folder once."""
@@ -908,6 +908,6 @@ for _name, _classes in IMAGENET_SUBSETS.items():
     _wnids, _names = zip(*_classes)
     _register(DatasetInfo(_name, 3, 128, 10, IMAGENET_MEAN, IMAGENET_STD, ImageNetSubsetSource(_wnids, _names)))
 # A user's own data: channels, size and classes from the files (DatasetInfo.resolve), mean and std from
-# the train images (trustdd.data.prepare).
+# the train images (trustdd.data.prepared.prepare).
 _register(DatasetInfo("imagefolder", 3, 0, 0, (), (), ImageFolderSource()))
 _register(DatasetInfo("npy", 0, 0, 0, (), (), NpySource()))

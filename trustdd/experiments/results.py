@@ -3,11 +3,11 @@ architecture, with every param and every headline metric; then the paper-shaped 
 outliers, columns IPC), the gains over no outliers, over the starting set and over random real images, as
 markdown and CSV, and a scatter plot of accuracy against AUROC.
 
-    python -m trustdd.results                       # this commit and its experiments (dvc exp show --json)
-    python -m trustdd.results --grid default --out docs/results/default --save docs/results/default/exp_show.json
-    python -m trustdd.results --from docs/results/default/exp_show.json --grid default --out docs/results/default
-    python -m trustdd.results --all-commits         # every commit and experiment (dvc exp show -A)
-    python -m trustdd.results --workspace --update README.md   # the README's table, from metrics/ as committed
+    python -m trustdd.experiments.results                       # this commit and its experiments (dvc exp show --json)
+    python -m trustdd.experiments.results --grid default --out docs/results/default --save docs/results/default/exp_show.json
+    python -m trustdd.experiments.results --from docs/results/default/exp_show.json --grid default --out docs/results/default
+    python -m trustdd.experiments.results --all-commits         # every commit and experiment (dvc exp show -A)
+    python -m trustdd.experiments.results --workspace --update README.md   # the README's table, from metrics/ as committed
 
 Sources: ``dvc exp show --json`` run here (``--rev``, ``--all-commits``), saved outputs of it (``--from``, files or
 folders; no DVC needed), or the workspace's own ``params.yaml`` and ``metrics/metrics.json`` (``--workspace``).
@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trustdd import exp_show
-from trustdd.presets import flatten
-from trustdd.metrics import METRIC_NAMES
-from trustdd.report import CLASSIFICATION, markdown_table
+from trustdd.experiments import exp_show
+from trustdd.experiments.presets import flatten
+from trustdd.evaluation.metrics import METRIC_NAMES
+from trustdd.evaluation.report import CLASSIFICATION, markdown_table
 
 SETS = ("distilled", "init", "random", "full")
 SOURCE_ORDER = {"none": 0, "poe": 1, "oe": 2}  # rows: plain DD first, then TrustDD's two outlier sources  # training sets, in the order tables list them
@@ -39,7 +39,7 @@ SCORE_LABELS = {"msp": "MSP", "energy": "energy", "knn": "KNN", "max_logit": "ma
 METRIC_LABELS = {"auroc": "AUROC ↑", "fpr95_in": "FPR95 (InD+) ↓", "fpr95_out": "FPR95 (OOD+) ↓"}
 BASELINE_LABELS = {"init": "the set the distillation started from", "random": "random real images (and outliers)"}
 ID_COLUMNS = ["experiment", "kind", "baseline", "rev", "timestamp", "training_set", "architecture", "skipped_ood_sets"]
-BEGIN, END = "<!-- trustdd.results:begin", "<!-- trustdd.results:end -->"
+BEGIN, END = "<!-- trustdd.experiments.results:begin", "<!-- trustdd.experiments.results:end -->"
 
 
 class ResultsError(ValueError):
@@ -333,7 +333,7 @@ def markdown(df: pd.DataFrame, experiments: list[exp_show.Experiment], command: 
 
 
 def update(path: Path, text: str) -> None:
-    """Replace what lies between ``<!-- trustdd.results:begin ... -->`` and ``<!-- trustdd.results:end -->``."""
+    """Replace what lies between ``<!-- trustdd.experiments.results:begin ... -->`` and ``<!-- trustdd.experiments.results:end -->``."""
     source = path.read_text()
     start, end = source.find(BEGIN), source.find(END)
     if start < 0 or end < start:
@@ -350,7 +350,7 @@ def block(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trustdd.results", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trustdd.experiments.results", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--from", dest="saved", nargs="+", metavar="PATH", help="saved dvc exp show --json (files or folders)")
     source.add_argument("--workspace", action="store_true", help="this folder's params.yaml and metrics/ (no DVC)")
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="also save the dvc exp show JSON read, to rebuild the tables with --from")
     parser.add_argument("--update", type=Path, help="replace the results block of this markdown file")
     args = parser.parse_args(argv)
-    command = "python -m trustdd.results " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m trustdd.experiments.results " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
         if args.workspace:
             entries = None

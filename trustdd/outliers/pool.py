@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from trustdd import image_sources
-from trustdd.corruptions import make_corruption
-from trustdd.data import to_uint8
+from trustdd.data import image_sources
+from trustdd.outliers.corruptions import make_corruption
+from trustdd.data.images import to_uint8
 from trustdd.registry import Registry
 
 

@@ -25,9 +25,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trustdd import image_sources
-from trustdd.data import fit_images, random_crops, skimage_image, to_uint8
-from trustdd.datasets import DATASETS, DataNotFoundError
+from trustdd.data import image_sources
+from trustdd.data.images import fit_images, random_crops, skimage_image, to_uint8
+from trustdd.data.datasets import DATASETS, DataNotFoundError
 from trustdd.registry import Registry
 from trustdd.runtime import generator
 
@@ -64,7 +64,7 @@ class BuiltinOODSet:
 OOD_SETS: Registry[BuiltinOODSet] = Registry("ood.sets")
 
 # scikit-image's bundled images, split so that no image serves two roles. The embedded OE pool
-# (trustdd.image_sources) must draw only from images listed in NEITHER of these two tuples.
+# (trustdd.data.image_sources) must draw only from images listed in NEITHER of these two tuples.
 TEXTURE_IMAGES = ("brick", "grass", "gravel")
 PHOTO_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "coins", "rocket", "clock", "text", "page")
 

@@ -1,9 +1,9 @@
 """Grids of experiments: a YAML file under ``grids/`` names the params to vary; one command queues every
 combination (a *cell*) as a named DVC experiment, runs DVC's queue, waits, and reports the failed cells.
 
-    python -m trustdd.grid default [--jobs 2]   # queue, run and wait; exit 1 when a cell failed
-    python -m trustdd.grid default --show       # the cells and their `dvc exp run` commands; runs nothing
-    python -m trustdd.grid --list
+    python -m trustdd.experiments.grid default [--jobs 2]   # queue, run and wait; exit 1 when a cell failed
+    python -m trustdd.experiments.grid default --show       # the cells and their `dvc exp run` commands; runs nothing
+    python -m trustdd.experiments.grid --list
 
 A grid file::
 
@@ -38,10 +38,10 @@ from typing import Any
 
 import yaml
 
-from trustdd import exp_show
+from trustdd.experiments import exp_show
 from trustdd.params import ParamsError, params_from_dict
-from trustdd.presets import PresetError, flatten, hydra_value, merge
-from trustdd.presets import load as load_preset
+from trustdd.experiments.presets import PresetError, flatten, hydra_value, merge
+from trustdd.experiments.presets import load as load_preset
 
 GRIDS = Path("grids")
 KEYS = ("axes", "set", "preset", "description")
@@ -319,7 +319,7 @@ def run(name: str, jobs: int = 1, poll: float = 15.0, wait: bool = True, folder:
     if running and (todo.requeue or todo.queue):
         start_queue(jobs)
     if not wait:
-        print(f"started; `dvc queue status` shows progress, `python -m trustdd.grid {name}` waits", file=out)
+        print(f"started; `dvc queue status` shows progress, `python -m trustdd.experiments.grid {name}` waits", file=out)
         return 0
     final: dict[str, Task] = {}
     if running:
@@ -337,12 +337,12 @@ def run(name: str, jobs: int = 1, poll: float = 15.0, wait: bool = True, folder:
     if failed or missing:
         print(f"\ngrid {name}: {len(failed) + len(missing)} of {len(grid_cells)} cells failed", file=out)
         return 1
-    print(f"grid {name}: all {len(grid_cells)} cells done; tables: python -m trustdd.results --grid {name}", file=out)
+    print(f"grid {name}: all {len(grid_cells)} cells done; tables: python -m trustdd.experiments.results --grid {name}", file=out)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trustdd.grid", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trustdd.experiments.grid", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", nargs="?", help="a grid under grids/ (without .yaml)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="experiments run at a time (dvc queue start --jobs)")
     parser.add_argument("--show", action="store_true", help="print the cells' commands; queue nothing")

@@ -1,9 +1,9 @@
 """Paper-scale presets: YAML files in ``presets/`` whose keys override ``params.yaml``, applied with one
 command as a DVC experiment (``dvc exp run -n NAME -S key=value ...``), so params.yaml is never edited.
 
-    python -m trustdd.presets list
-    python -m trustdd.presets show cifar10-ipc10          # the -S overrides and the merged, validated params
-    python -m trustdd.presets run cifar10-ipc10 [--temp | --queue | other dvc exp run options]
+    python -m trustdd.experiments.presets list
+    python -m trustdd.experiments.presets show cifar10-ipc10          # the -S overrides and the merged, validated params
+    python -m trustdd.experiments.presets run cifar10-ipc10 [--temp | --queue | other dvc exp run options]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(n)
         return 0
     if len(argv) < 2:
-        print(f"usage: python -m trustdd.presets {argv[0]} NAME; presets: {', '.join(names())}", file=sys.stderr)
+        print(f"usage: python -m trustdd.experiments.presets {argv[0]} NAME; presets: {', '.join(names())}", file=sys.stderr)
         return 2
     try:
         args, params = resolve(argv[1])
