@@ -6,10 +6,7 @@ BIN := $(VENV)/bin
 FMNIST_DEBIAN := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 FMNIST_LOCAL := data/raw/FashionMNIST/raw/train-images-idx3-ubyte
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# torch and torchvision are pinned as a pair that these machines keep as local wheels (/opt/pypi-more), so the
-# several GB of CUDA packages are not downloaded (and cached) again: a download of the newest build once filled
-# CI's disk. The CUDA build is the one that works: PyPI's torchvision needs it, even to run on a CPU.
-# Elsewhere the same pin comes from PyPI; `make setup TORCH=` lets pip choose any torch pyproject.toml admits.
+# torch and torchvision as a pinned pair (why: docs/development.md); `make setup TORCH=` lets pip choose.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: repro repro-check test setup data-sources plots check-plots benchmark preset grid results clean
