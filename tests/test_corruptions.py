@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trustdd.outliers.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate, make_corruption
+from trustdd.options import make
+from trustdd.outliers.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate
 from trustdd.data.images import to_uint8
 from trustdd.registry import UnknownChoiceError
 
@@ -12,7 +13,7 @@ PAPER_FOUR = ["jigsaw", "invert", "pixelate", "speckle"]
 
 @pytest.mark.parametrize("name", PAPER_FOUR)
 def test_shape_range_and_change(name, images):
-    out = make_corruption(name)(images, torch.Generator().manual_seed(0))
+    out = make(CORRUPTIONS, name)(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape
     assert out.dtype == images.dtype
     assert out.min() >= 0 and out.max() <= 1
@@ -22,7 +23,7 @@ def test_shape_range_and_change(name, images):
 
 @pytest.mark.parametrize("name", PAPER_FOUR)
 def test_deterministic_for_a_seed(name, images):
-    c = make_corruption(name)
+    c = make(CORRUPTIONS, name)
     a = c(images, torch.Generator().manual_seed(3))
     b = c(images, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
@@ -30,7 +31,7 @@ def test_deterministic_for_a_seed(name, images):
 
 def test_random_corruptions_differ_across_seeds(images):
     for name in ["jigsaw", "speckle"]:
-        c = make_corruption(name)
+        c = make(CORRUPTIONS, name)
         assert not torch.equal(c(images, torch.Generator().manual_seed(1)), c(images, torch.Generator().manual_seed(2)))
 
 
@@ -118,17 +119,17 @@ def test_pixelate_blocks_are_the_means_of_exactly_the_pixels_they_cover():
 def test_speckle_leaves_black_pixels_black():
     x = torch.rand(2, 1, 8, 8)
     x[:, :, :4] = 0
-    out = make_corruption("speckle")(x, torch.Generator().manual_seed(0))
+    out = make(CORRUPTIONS, "speckle")(x, torch.Generator().manual_seed(0))
     assert (out[:, :, :4] == 0).all()
 
 
 def test_unknown_corruption_and_bad_option_are_clear():
     with pytest.raises(UnknownChoiceError, match=r"outliers.corruptions: unknown value 'fog'; valid choices: .*jigsaw"):
-        make_corruption("fog")
-    with pytest.raises(ValueError, match=r"outliers.options.pixelate: .*its options: factor"):
-        make_corruption("pixelate", {"size": 3})
+        make(CORRUPTIONS, "fog")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) outliers.options.pixelate.size; valid keys: factor"):
+        make(CORRUPTIONS, "pixelate", {"size": 3})
     with pytest.raises(ValueError, match="pixelate.factor"):
-        make_corruption("pixelate", {"factor": 2.0})(torch.rand(1, 1, 8, 8), torch.Generator())
+        make(CORRUPTIONS, "pixelate", {"factor": 2.0})(torch.rand(1, 1, 8, 8), torch.Generator())
 
 
 def test_registry_holds_the_paper_four():
@@ -149,7 +150,7 @@ def _shape_error(name, images):
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_corruption_shape_range_change_and_determinism(name, images):
-    c = make_corruption(name)
+    c = make(CORRUPTIONS, name)
     refusal = _shape_error(name, images)
     if refusal:
         with pytest.raises(ValueError, match=refusal):
@@ -165,18 +166,18 @@ def test_every_corruption_shape_range_change_and_determinism(name, images):
 def test_mean_and_geometric_mean_of_two_images():
     a, b = torch.full((1, 1, 2, 2), 0.25), torch.full((1, 1, 2, 2), 0.64)
     x = torch.cat([a, b])
-    mean = make_corruption("mean_mix")(x, torch.Generator().manual_seed(0))
+    mean = make(CORRUPTIONS, "mean_mix")(x, torch.Generator().manual_seed(0))
     assert torch.allclose(mean, torch.full_like(x, (0.25 + 0.64) / 2))
-    geo = make_corruption("geometric_mean_mix")(x, torch.Generator().manual_seed(0))
+    geo = make(CORRUPTIONS, "geometric_mean_mix")(x, torch.Generator().manual_seed(0))
     assert torch.allclose(geo, torch.full_like(x, 0.4))  # sqrt(0.25 * 0.64)
     with pytest.raises(ValueError, match="at least 2 images"):
-        make_corruption("mean_mix")(a, torch.Generator())
+        make(CORRUPTIONS, "mean_mix")(a, torch.Generator())
 
 
 def test_rgb_ghost_keeps_green_and_moves_red_and_blue_apart():
     x = torch.zeros(1, 3, 20, 20)
     x[:, :, 10, 10] = 1.0
-    out = make_corruption("rgb_ghost", {"shift": 0.1})(x, torch.Generator().manual_seed(0))
+    out = make(CORRUPTIONS, "rgb_ghost", {"shift": 0.1})(x, torch.Generator().manual_seed(0))
     assert torch.equal(out[:, 1], x[:, 1])
     red, blue = torch.nonzero(out[0, 0])[0], torch.nonzero(out[0, 2])[0]
     assert (red - 10).abs().tolist() == [2, 2] and (red - 10).tolist() == (10 - blue).tolist()
@@ -184,7 +185,7 @@ def test_rgb_ghost_keeps_green_and_moves_red_and_blue_apart():
 
 def test_rotate_flip_never_gives_identity_or_a_mirror():
     x = torch.rand(40, 1, 6, 6)
-    out = make_corruption("rotate_flip")(x, torch.Generator().manual_seed(0))
+    out = make(CORRUPTIONS, "rotate_flip")(x, torch.Generator().manual_seed(0))
     for img, o in zip(x, out):
         assert not torch.equal(o, img) and not torch.equal(o, img.flip(2))
         assert any(torch.equal(o, t) for t in (img.transpose(1, 2), img.rot90(2, dims=(1, 2)), img.rot90(3, dims=(1, 2)).flip(1)))
@@ -192,14 +193,14 @@ def test_rotate_flip_never_gives_identity_or_a_mirror():
 
 def test_blur_removes_high_frequencies():
     x = (torch.arange(16).view(1, 1, 1, 16) % 2).float().expand(2, 1, 16, 16).contiguous()  # stripes
-    out = make_corruption("blur")(x, torch.Generator())
+    out = make(CORRUPTIONS, "blur")(x, torch.Generator())
     tv = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
     assert tv(out) < 0.2 * tv(x)
 
 
 def test_patch_shuffle_only_moves_pixels():
     x = torch.rand(5, 1, 24, 24)
-    out = make_corruption("patch_shuffle")(x, torch.Generator().manual_seed(1))
+    out = make(CORRUPTIONS, "patch_shuffle")(x, torch.Generator().manual_seed(1))
     assert torch.equal(out.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
     with pytest.raises(ValueError, match=r"patch_shuffle.max_grid: invalid value 3; expected an integer >= min_grid \(5\)"):
-        make_corruption("patch_shuffle", {"min_grid": 5, "max_grid": 3})
+        make(CORRUPTIONS, "patch_shuffle", {"min_grid": 5, "max_grid": 3})

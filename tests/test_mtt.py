@@ -191,7 +191,7 @@ def test_mtt_runs_are_equal_in_both_memory_modes():
 )
 def test_bad_memory_options_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
-        TrajectoryMatching(**kwargs).check(ipc=2, expert_epochs_available=8)
+        TrajectoryMatching(**kwargs).check(ipc=2, experts_epochs=8)
 
 
 def test_loss_log_records_window_means():
@@ -226,9 +226,9 @@ def test_soft_labels_start_from_the_experts_and_are_kept_with_the_result(labels)
 
 def test_bad_label_options_name_the_key():
     with pytest.raises(ValueError, match="distill.mtt.labels"):
-        TrajectoryMatching(labels="teacher").check(ipc=2, expert_epochs_available=8)
+        TrajectoryMatching(labels="teacher").check(ipc=2, experts_epochs=8)
     with pytest.raises(ValueError, match="distill.mtt.lr_label"):
-        TrajectoryMatching(labels="learned", lr_label=0).check(ipc=2, expert_epochs_available=8)
+        TrajectoryMatching(labels="learned", lr_label=0).check(ipc=2, experts_epochs=8)
 
 
 def test_a_diverging_distillation_stops_with_a_message_naming_the_keys():

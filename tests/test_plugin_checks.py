@@ -11,11 +11,13 @@ import torch
 import yaml
 from helpers import apply_overrides
 
-from trustdd.outliers.corruptions import CORRUPTIONS, make_corruption
+from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.distill import METHODS
 from trustdd.outliers.pool import PoolRequest, build_pool
-from trustdd.params import ParamsError, _build, params_from_dict
-from trustdd.evaluation.scores import SCORES, make_score
+from trustdd.options import build
+from trustdd.params import ParamsError, params_from_dict
+from trustdd.evaluation.scores import SCORES
+from trustdd.options import make
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -175,12 +177,12 @@ def test_the_outlier_stage_would_fail_on_the_same_corruption_options(name, optio
 @pytest.mark.parametrize("name, options, knob, shown", BAD_SCORES, ids=ids(BAD_SCORES))
 def test_the_evaluation_would_fail_on_the_same_score_options(name, options, knob, shown):
     with pytest.raises(ValueError, match=re.escape(f"evaluate.score_options.{name}.{knob}: invalid value {shown}")):
-        make_score(name, options).check(100)  # what evaluation does with a set of 100 images
+        make(SCORES, name, options).check(num_train=100)  # what evaluation does with a set of 100 images
 
 
 @pytest.mark.parametrize("method, options, extra, knob, shown", BAD_METHODS, ids=ids(BAD_METHODS))
 def test_the_distill_stage_would_fail_on_the_same_method_options(method, options, extra, knob, shown):
-    config = _build(METHODS.get(method), options, f"distill.{method}")  # as params.yaml is read, unchecked
+    config = build(METHODS.get(method), options, f"distill.{method}")  # as params.yaml is read, unchecked
     norm = extra.get("network__norm", "instance")
     task = SimpleNamespace(ipc=10, experts=SimpleNamespace(epochs=6), spec=SimpleNamespace(norm=norm))
     with pytest.raises(ValueError, match=re.escape(f"distill.{method}.{knob}")) as err:

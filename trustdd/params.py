@@ -3,17 +3,14 @@ naming the key, the value and what is valid."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from trustdd.outliers.corruptions import CORRUPTIONS, make_corruption
+from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.data.datasets import DATASETS, DatasetInfo
 from trustdd.distill import METHODS, MIXINGS
 from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
@@ -23,13 +20,10 @@ from trustdd.experts import ExpertConfig
 from trustdd.nn.networks import NETWORKS, NORMS, NetSpec
 from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
 from trustdd.outliers.pool import OE_FORMATS, SOURCES, OEConfig
+from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make
 from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device
-from trustdd.evaluation.scores import SCORES, make_score
-
-
-class ParamsError(ValueError):
-    """A malformed or invalid value in params.yaml."""
+from trustdd.evaluation.scores import SCORES
 
 
 @dataclass(frozen=True)
@@ -123,78 +117,7 @@ class Params:
         """A distillation method (the chosen one by default), built from ``distill.<name>``; the fields
         of the method's dataclass are the valid keys, missing ones take its defaults."""
         name = name or self.method
-        return _build(METHODS.get(name), self.distill.get(name), f"distill.{name}")
-
-
-def _fail(key: str, value: Any, expected: str) -> ParamsError:
-    return ParamsError(f"params: {key}: invalid value {value!r}; expected {expected}")
-
-
-# 1e-07 is a float in YAML 1.2 (what DVC writes with `-S`) but a string to PyYAML, which reads YAML 1.1.
-_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _fail(key, value, "a list")
-        inner = get_args(hint)[0]
-        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is not None and type(None) not in get_args(hint) and len(get_args(hint)) > 1:  # a | b unions
-        for option in get_args(hint):
-            try:
-                return _convert(value, option, key)
-            except ParamsError:
-                continue
-        raise _fail(key, value, " or ".join(getattr(a, "__name__", str(a)) for a in get_args(hint)))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _fail(key, value, "true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(key, value, "an integer")
-        return value
-    if hint is float:
-        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value):
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(key, value, "a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise _fail(key, value, "a string")
-        return value
-    if hint is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise _fail(key, value, "a mapping")
-        return value
-    raise TypeError(f"no converter for {hint!r} at {key}")
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise _fail(prefix or "params.yaml", data, "a mapping of keys")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ParamsError(f"params: unknown key(s) {', '.join(where + k for k in unknown)}; valid keys: {', '.join(names)}")
-    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _at_least(key: str, value: int | float, low: int | float) -> None:
-    if value < low:
-        raise _fail(key, value, f"a value >= {low}")
+        return make(METHODS, name, self.distill.get(name))
 
 
 def validate(p: Params) -> Params:
@@ -222,9 +145,9 @@ def validate(p: Params) -> Params:
             f"params: distill: unknown method section(s) {', '.join(unknown_methods)}; valid: {', '.join(METHODS.names())}"
         )
     if p.outliers.mixing not in MIXINGS:
-        raise _fail("outliers.mixing", p.outliers.mixing, f"one of {', '.join(MIXINGS)}")
+        raise invalid("outliers.mixing", p.outliers.mixing, f"one of {', '.join(MIXINGS)}")
     if p.network.norm not in NORMS:
-        raise _fail("network.norm", p.network.norm, f"one of {', '.join(NORMS)}")
+        raise invalid("network.norm", p.network.norm, f"one of {', '.join(NORMS)}")
     if p.device not in ("auto", "cpu"):
         try:
             resolve_device(p.device)  # unknown names and devices this machine lacks fail here
@@ -237,16 +160,16 @@ def validate(p: Params) -> Params:
     _validate_ood(p.ood)
     for name in p.ood.sets:
         if p.dataset in OOD_SETS.get(name).same_as:
-            raise _fail("ood.sets", name, f"sets other than {name!r}, which is drawn from the InD dataset {p.dataset!r}")
+            raise invalid("ood.sets", name, f"sets other than {name!r}, which is drawn from the InD dataset {p.dataset!r}")
     if p.outliers.source == "oe":
         oe = p.outliers.oe
         if oe.format != "embedded" and not oe.path:
-            raise _fail("outliers.oe.path", oe.path, f"the path to read for outliers.oe.format {oe.format!r}")
+            raise invalid("outliers.oe.path", oe.path, f"the path to read for outliers.oe.format {oe.format!r}")
         if oe.format == "torchvision" and not oe.name:
-            raise _fail("outliers.oe.name", oe.name, "a torchvision.datasets class name, e.g. CIFAR100")
-        _at_least("outliers.oe.max_images", oe.max_images, 1 if oe.format == "embedded" else 0)
+            raise invalid("outliers.oe.name", oe.name, "a torchvision.datasets class name, e.g. CIFAR100")
+        at_least("outliers.oe.max_images", oe.max_images, 1 if oe.format == "embedded" else 0)
     if p.outliers.source == "poe" and not p.outliers.corruptions:
-        raise _fail("outliers.corruptions", [], "at least one corruption when outliers.source is poe")
+        raise invalid("outliers.corruptions", [], "at least one corruption when outliers.source is poe")
     for key, value, low in [
         ("ipc", p.ipc, 1),
         ("data.train_limit", p.data.train_limit, 0),
@@ -264,17 +187,17 @@ def validate(p: Params) -> Params:
         ("evaluate.batch_size", p.evaluate.batch_size, 1),
         ("lambda_oe", p.lambda_oe, 0),
     ]:
-        _at_least(key, value, low)
+        at_least(key, value, low)
     if isinstance(p.evaluate.lr, str) and p.evaluate.lr != "learned":
-        raise _fail("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
+        raise invalid("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
     if p.data.zca and p.data.zca_reg <= 0:
-        raise _fail("data.zca_reg", p.data.zca_reg, "a number > 0")
+        raise invalid("data.zca_reg", p.data.zca_reg, "a number > 0")
     for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
         p.method_config(name)
     try:
-        p.method_config().check(p.ipc, p.experts.epochs, p.network.norm)
+        p.method_config().check(ipc=p.ipc, experts_epochs=p.experts.epochs, norm=p.network.norm)
     except ValueError as err:
-        raise ParamsError(f"params: {err}") from None
+        raise as_params_error(err) from None
     # from here on the InD images' shape and classes are needed: for a user's own data (imagefolder, npy)
     # they are read from its files, so every check that needs no data has run before
     channels = p.dataset_info.channels  # a user's own data (imagefolder, npy): its files are checked here
@@ -289,13 +212,10 @@ def validate(p: Params) -> Params:
     used = p.outliers.corruptions if p.outliers.source == "poe" else ()
     shape = p.ind_shape()
     for name in dict.fromkeys([*p.outliers.options, *used]):
-        try:
-            make_corruption(name, p.outliers.options.get(name), shape)
-        except ValueError as err:
-            raise ParamsError(f"params: {err}") from None
+        make(CORRUPTIONS, name, p.outliers.options.get(name), shape=shape)
         low = CORRUPTIONS.get(name).min_batch
         if name in used and 0 < p.outliers.per_type < low:
-            raise _fail("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
+            raise invalid("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
     _validate_evaluate(p)
     info = p.dataset_info
     if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
@@ -314,46 +234,46 @@ def _validate_ood(o: OODParams) -> None:
     for i, u in enumerate(o.user):
         key = f"ood.user[{i}]"
         if not u.name:
-            raise _fail(f"{key}.name", u.name, "a non-empty name for the set")
+            raise invalid(f"{key}.name", u.name, "a non-empty name for the set")
         if u.name in RESERVED:
-            raise _fail(f"{key}.name", u.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
+            raise invalid(f"{key}.name", u.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
         if u.format not in USER_FORMATS:
-            raise _fail(f"{key}.format", u.format, f"one of {', '.join(USER_FORMATS)}")
+            raise invalid(f"{key}.format", u.format, f"one of {', '.join(USER_FORMATS)}")
         if not u.path:
-            raise _fail(f"{key}.path", u.path, "the folder of images or the .npy file to read")
+            raise invalid(f"{key}.path", u.path, "the folder of images or the .npy file to read")
         if u.group not in ("",) + GROUP_NAMES:
-            raise _fail(f"{key}.group", u.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
+            raise invalid(f"{key}.group", u.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
         names.append(u.name)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ParamsError(f"params: ood: set name(s) {', '.join(repeated)} used twice; every OOD set needs its own name")
     if not names:
-        raise _fail("ood.sets", [], "at least one OOD set (built-in in ood.sets, or your own in ood.user)")
+        raise invalid("ood.sets", [], "at least one OOD set (built-in in ood.sets, or your own in ood.user)")
     for name in o.optional:
         if name not in o.sets:
-            raise _fail("ood.optional", name, f"one of the sets in ood.sets ({', '.join(o.sets)}); ood.user entries "
+            raise invalid("ood.optional", name, f"one of the sets in ood.sets ({', '.join(o.sets)}); ood.user entries "
                         "take optional: true")
     for name, group in o.groups.items():
         if name not in names:
-            raise _fail(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
+            raise invalid(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
         if group not in GROUP_NAMES:
-            raise _fail(f"ood.groups.{name}", group, f"one of {', '.join(GROUP_NAMES)}")
+            raise invalid(f"ood.groups.{name}", group, f"one of {', '.join(GROUP_NAMES)}")
 
 
 def _validate_evaluate(p: Params) -> None:
     e = p.evaluate
     if not e.architectures:
-        raise _fail("evaluate.architectures", [], f"at least one of {', '.join(NETWORKS.names())}")
+        raise invalid("evaluate.architectures", [], f"at least one of {', '.join(NETWORKS.names())}")
     for name in e.architectures:
         if name not in NETWORKS:
-            raise _fail("evaluate.architectures", name, f"one of {', '.join(NETWORKS.names())}")
+            raise invalid("evaluate.architectures", name, f"one of {', '.join(NETWORKS.names())}")
     if not e.scores:
-        raise _fail("evaluate.scores", [], f"at least one of {', '.join(SCORES.names())}")
+        raise invalid("evaluate.scores", [], f"at least one of {', '.join(SCORES.names())}")
     for name in e.score_options:
         if name not in SCORES:
             raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
     if not e.set:
-        raise _fail("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
+        raise invalid("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
     spec = p.net_spec()
     size = p.ipc * spec.num_classes  # the pipeline's own set: its size is known now
     if os.path.normpath(e.set) != os.path.normpath(EvalConfig.set):  # a set made elsewhere: read now (memory-mapped),
@@ -363,19 +283,16 @@ def _validate_evaluate(p: Params) -> None:
         except DistilledSetError as err:
             raise ParamsError(f"params: {err}") from None
         size = loaded.set.x_in.shape[0]
-    try:
-        for name in set(e.scores) | set(e.score_options):
-            make_score(name, e.score_options.get(name)).check(size)
-    except ValueError as err:
-        raise ParamsError(f"params: {err}") from None
-    _at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
+    for name in set(e.scores) | set(e.score_options):
+        make(SCORES, name, e.score_options.get(name), num_train=size)
+    at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
     if not e.baseline_lr > 0:
-        raise _fail("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
+        raise invalid("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
 
 
 def params_from_dict(raw: dict) -> Params:
     """Parsed params.yaml content -> validated Params (e.g. params.yaml merged with a preset)."""
-    return validate(_build(Params, raw, ""))
+    return validate(build(Params, raw, ""))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

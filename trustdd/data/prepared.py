@@ -10,6 +10,7 @@ import torch
 
 from trustdd.data.images import InputTransform, normalize, stratified_subset
 from trustdd.data.whitening import ZCA
+from trustdd.options import ParamsError
 
 if TYPE_CHECKING:
     from trustdd.data.datasets import DatasetInfo, Split
@@ -96,8 +97,6 @@ def prepare(
         counts = torch.bincount(train_y, minlength=info.num_classes)
         fewest = int(counts.argmin())
         if int(counts[fewest]) < train_limit // info.num_classes:
-            from trustdd.params import ParamsError  # here, not at the top: params imports this module
-
             name = split.classes[fewest] if split.classes else str(fewest)
             raise ParamsError(
                 f"params: data.train_limit: invalid value {train_limit}; expected 0 (the whole train set) or at most "

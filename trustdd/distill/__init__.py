@@ -7,6 +7,7 @@ evaluation never needs to know which method made a set. Importing this package r
 
 from trustdd.distill.base import (
     INITS,
+    Method,
     METHODS,
     MIXINGS,
     DistilledSet,
@@ -20,6 +21,7 @@ from trustdd.distill.mtt import TrajectoryMatching, trajectory_matching_loss
 
 __all__ = [
     "INITS",
+    "Method",
     "METHODS",
     "MIXINGS",
     "PUBLISHED_LOOPS",

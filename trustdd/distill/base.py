@@ -15,9 +15,29 @@ from trustdd.data.images import stratified_subset
 from trustdd.distributed import SINGLE, Group
 from trustdd.experts import ExpertBuffer
 from trustdd.nn.networks import NetSpec, unflatten_params
+from trustdd.options import Plugin
 from trustdd.registry import Registry
 
 METHODS: Registry[type] = Registry("method")
+
+
+class Method(Plugin):
+    """A distillation method: a frozen dataclass whose fields are its options (``distill.<name>``),
+    registered in :data:`METHODS`. ``run`` turns a :class:`DistillTask` into a :class:`DistilledSet`;
+    ``needs_experts`` says whether the train_experts stage must train expert trajectories for it, and
+    ``parallel`` whether it divides its work over the processes of ``task.group`` (else the distill
+    stage runs it on one process)."""
+
+    options_key = "distill.{name}"
+    needs_experts = False
+    parallel = False
+
+    def check(self, ipc: int | None = None, experts_epochs: int | None = None, norm: str | None = None, **context) -> None:
+        """Raise ValueError naming ``distill.<name>.<option>``, its value and what is valid; the context,
+        when known: the ipc, the experts' epochs (``experts.epochs``) and the network's normalisation."""
+
+    def run(self, task: DistillTask) -> DistilledSet:
+        raise NotImplementedError
 
 # How synthetic outlier blocks relate to the outlier kinds (corruption types) of the pool.
 #   blockwise: block c (the ipc outliers next to class c) starts from, and is matched against, pool

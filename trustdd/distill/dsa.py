@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.base import METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
+from trustdd.distill.base import METHODS, DistilledSet, Method, DistillTask, LossLog, StartingSets, initial_sets
 from trustdd.nn.losses import oe_loss
 from trustdd.nn.networks import init_network
 from trustdd.runtime import generator
@@ -80,7 +80,7 @@ def _ce_to(label: int) -> Callable[[torch.Tensor], torch.Tensor]:
 
 @METHODS.register("dsa")
 @dataclass(frozen=True)
-class GradientMatching:
+class GradientMatching(Method):
     """TrustDD on DSA.
 
     Each iteration: a freshly initialised net. For each of ``outer_loop`` steps, S_in is updated to
@@ -113,7 +113,7 @@ class GradientMatching:
             )
         return (self.outer_loop or published[0], self.inner_loop or published[1])
 
-    def check(self, ipc: int, expert_epochs_available: int = 0, norm: str | None = None) -> None:
+    def check(self, ipc: int | None = None, experts_epochs: int | None = None, norm: str | None = None, **context) -> None:
         """Raise ValueError naming the offending ``distill.dsa`` key, its value and what is valid, before any
         work starts (the arguments are those of every method's check; DSA needs only ``ipc``)."""
         for key in ("iterations", "outer_loop", "inner_loop"):
@@ -126,10 +126,11 @@ class GradientMatching:
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"distill.dsa.{key}: invalid value {value!r}; expected a finite number > 0")
-        self.loops(ipc)
+        if ipc is not None:
+            self.loops(ipc)
 
     def run(self, task: DistillTask) -> DistilledSet:
-        self.check(task.ipc)
+        self.check(ipc=task.ipc)
         outer, inner = self.loops(task.ipc)
         g = generator(task.seed, "distill", "dsa")
         dev = task.device

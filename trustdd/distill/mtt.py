@@ -24,7 +24,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.base import INITS, METHODS, DistilledSet, DistillTask, LossLog, StartingSets, initial_sets
+from trustdd.distill.base import INITS, METHODS, DistilledSet, Method, DistillTask, LossLog, StartingSets, initial_sets
 from trustdd.nn.losses import oe_loss, trustdd_loss
 from trustdd.nn.networks import unflatten_params
 from trustdd.runtime import generator
@@ -205,7 +205,7 @@ def expert_logits(task: DistillTask, x: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register("mtt")
 @dataclass(frozen=True)
-class TrajectoryMatching:
+class TrajectoryMatching(Method):
     """TrustDD on MTT (Cazenavette et al. 2022).
 
     Each iteration: pick an expert and a start epoch t < max_start_epoch; from theta_t the student takes
@@ -241,7 +241,7 @@ class TrajectoryMatching:
     needs_experts = True
     parallel = True  # trajectory-parallel over the processes of task.group
 
-    def check(self, ipc: int, expert_epochs_available: int, norm: str | None = None) -> None:
+    def check(self, ipc: int | None = None, experts_epochs: int | None = None, norm: str | None = None, **context) -> None:
         """Raise ValueError naming the offending ``distill.mtt`` key, its value and what is valid, before any
         work starts. ``norm`` is the network's normalisation, when known (``chunk`` needs a per-image one)."""
 
@@ -270,16 +270,16 @@ class TrajectoryMatching:
             raise bad("chunk", "0 with network.norm: batch (a chunk > 0 splits a step's images, which batch norm "
                       "couples; use network.norm: instance)")
         # start epochs are drawn from [0, max_start_epoch); snapshots run from epoch 0 to experts.epochs
-        if self.max_start_epoch + self.expert_epochs > expert_epochs_available + 1:
+        if experts_epochs is not None and self.max_start_epoch + self.expert_epochs > experts_epochs + 1:
             raise ValueError(
                 f"distill.mtt.max_start_epoch ({self.max_start_epoch}) + distill.mtt.expert_epochs ({self.expert_epochs}) "
-                f"must be <= experts.epochs + 1 ({expert_epochs_available + 1})"
+                f"must be <= experts.epochs + 1 ({experts_epochs + 1})"
             )
 
     def run(self, task: DistillTask) -> DistilledSet:
         if task.experts is None:
             raise ValueError("method 'mtt' needs expert trajectories")
-        self.check(task.ipc, task.experts.epochs, task.spec.norm)
+        self.check(ipc=task.ipc, experts_epochs=task.experts.epochs, norm=task.spec.norm)
         group = task.group
         if group.is_main and self.trajectories % group.world:
             idle = (f"rank(s) {self.trajectories} to {group.world - 1} match none" if self.trajectories < group.world

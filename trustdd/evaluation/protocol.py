@@ -32,7 +32,8 @@ from trustdd.evaluation.metrics import (
 )
 from trustdd.nn.networks import NetSpec, init_network
 from trustdd.runtime import generator
-from trustdd.evaluation.scores import Probe, Score, make_score
+from trustdd.evaluation.scores import SCORES, Probe, Score
+from trustdd.options import make
 from trustdd.nn.training import TrainConfig, seed_from, train_network
 from trustdd.workers import run_jobs
 
@@ -75,7 +76,7 @@ class EvalConfig:
         return float(s.lr)
 
     def build_scores(self) -> dict[str, Score]:
-        return {name: make_score(name, self.score_options.get(name)) for name in self.scores}
+        return {name: make(SCORES, name, self.score_options.get(name)) for name in self.scores}
 
 
 @dataclass
@@ -97,7 +98,7 @@ def check(sets: list[TrainingSet], cfg: EvalConfig, home: str) -> dict[str, Scor
         for arch in cfg.architectures:
             cfg.lr_for(s, arch, home)
         for score in scores.values():
-            score.check(int(s.x_in.shape[0]))
+            score.check(num_train=int(s.x_in.shape[0]))
     return scores
 
 
@@ -226,7 +227,7 @@ def _score_net(
         "ood": {},
     }
     for name, score in scores.items():
-        score.fit(net, train)
+        score.fit(net, train, s.y_in)
         s_in = score(test)
         s_out = {set_name: score(p) for set_name, p in probes.items()}
         record["ood"][name] = {set_name: ood_metrics(s_in, v) for set_name, v in s_out.items()}

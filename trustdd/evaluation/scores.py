@@ -3,21 +3,20 @@
 A score reads a :class:`Probe`: one trained net looking at one image set, whose penultimate features
 and logits are computed once and shared by every score. Scores that need more than logits (ODIN
 perturbs the input, KNN compares features with a bank) get the net and the inputs from the probe too.
-``fit`` is called once per trained net with the InD images it was trained on (KNN keeps their
-features); the other scores ignore it.
+``fit`` is called once per trained net with the InD images it was trained on and their labels (KNN keeps
+their features); the other scores ignore it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trustdd.options import Plugin
 from trustdd.registry import Registry
 
 SCORES: Registry[type] = Registry("evaluate.scores")
@@ -67,16 +66,20 @@ class Probe:
         return self._logits
 
 
-class Score:
-    """Base class: ``fit`` (optional) then ``__call__(probe) -> N scores``."""
+class Score(Plugin):
+    """Base class: ``fit`` (optional) then ``__call__(probe) -> N scores``. Built by name with
+    ``trustdd.options.make(SCORES, name, options)``."""
 
-    def check(self, num_train: int | None = None) -> None:
+    options_key = "evaluate.score_options.{name}"
+
+    def check(self, num_train: int | None = None, **context) -> None:
         """Raise ValueError naming ``evaluate.score_options.<name>.<option>``, its value and what is valid, if
         an option is out of range (or, when ``num_train`` is known, cannot work with that many fit images).
-        :func:`make_score` runs it without ``num_train``."""
+        ``trustdd.options.make`` runs it without ``num_train``."""
 
-    def fit(self, net: nn.Module, train: Probe) -> None:
-        """Called once per trained net with the InD images it was trained on."""
+    def fit(self, net: nn.Module, train: Probe, labels: torch.Tensor) -> None:
+        """Called once per trained net with the InD images it was trained on and their class labels (int64,
+        one per image; class-conditional scores such as Mahalanobis fit per-class statistics from them)."""
 
     def __call__(self, probe: Probe) -> torch.Tensor:
         raise NotImplementedError
@@ -107,7 +110,7 @@ class Energy(Score):
 
     temperature: float = 1.0
 
-    def check(self, num_train: int | None = None) -> None:
+    def check(self, num_train: int | None = None, **context) -> None:
         _positive("energy", "temperature", self.temperature)
 
     def __call__(self, probe: Probe) -> torch.Tensor:
@@ -124,7 +127,7 @@ class ODIN(Score):
     temperature: float = 1000.0
     noise: float = 0.0014
 
-    def check(self, num_train: int | None = None) -> None:
+    def check(self, num_train: int | None = None, **context) -> None:
         _positive("odin", "temperature", self.temperature)
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"evaluate.score_options.odin.noise: invalid value {self.noise!r}; expected a finite number >= 0")
@@ -154,9 +157,9 @@ class KNN(Score):
     ipc x classes images gives k 1."""
 
     k: int = 1
-    bank: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    bank: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)  # fitted, not an option
 
-    def check(self, num_train: int | None = None) -> None:
+    def check(self, num_train: int | None = None, **context) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"evaluate.score_options.knn.k: invalid value {self.k!r}; expected an integer >= 1")
         if num_train is not None and self.k > num_train:
@@ -165,7 +168,7 @@ class KNN(Score):
                 "(the number of InD images the evaluation nets train on)"
             )
 
-    def fit(self, net: nn.Module, train: Probe) -> None:
+    def fit(self, net: nn.Module, train: Probe, labels: torch.Tensor) -> None:
         self.bank = F.normalize(train.features, dim=1)
 
     def __call__(self, probe: Probe) -> torch.Tensor:
@@ -178,28 +181,3 @@ class KNN(Score):
 def _positive(score: str, option: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"evaluate.score_options.{score}.{option}: invalid value {value!r}; expected a finite number > 0")
-
-
-def make_score(name: str, options: dict | None = None) -> Score:
-    """Build a registered score with its options (e.g. ``{"temperature": 1000}``). Names and types are
-    checked here, ranges by the score's own ``check``; errors name ``evaluate.score_options.<name>.<option>``."""
-    cls = SCORES.get(name)
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)]
-    options = {} if options is None else options
-    if not isinstance(options, dict):
-        raise ValueError(
-            f"evaluate.score_options.{name}: {options!r}; expected a mapping of {', '.join(valid) or 'no options'}"
-        )
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"evaluate.score_options.{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}"
-        )
-    for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, hints[key] if hints[key] is int else (int, float)):
-            kind = "an integer" if hints[key] is int else "a number"
-            raise ValueError(f"evaluate.score_options.{name}.{key}: invalid value {value!r}; expected {kind}")
-    score = cls(**{k: hints[k](v) for k, v in options.items()})
-    score.check()
-    return score

@@ -15,7 +15,6 @@ size, as params validation does with the InD shape and every call does with its 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import typing
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from functools import lru_cache
 
 import torch
 
+from trustdd.options import Plugin
 from trustdd.registry import Registry
 
 CORRUPTIONS: Registry[type] = Registry("outliers.corruptions")
@@ -30,16 +30,18 @@ CORRUPTIONS: Registry[type] = Registry("outliers.corruptions")
 Shape = typing.Optional[typing.Tuple[int, int, int]]
 
 
-class Corruption:
+class Corruption(Plugin):
     """Base class: ``check(shape)`` then ``__call__(x, g)``; a corruption without knobs checks nothing.
-    ``min_batch``: the fewest images a call needs (the mixing corruptions pair images of one batch)."""
+    ``min_batch``: the fewest images a call needs (the mixing corruptions pair images of one batch).
+    Built by name with ``trustdd.options.make(CORRUPTIONS, name, options, shape=shape)``."""
 
+    options_key = "outliers.options.{name}"
     min_batch = 1
 
     def __post_init__(self) -> None:
         self.check()
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         """Raise ValueError naming ``outliers.options.<name>.<knob>`` if a knob is out of range (for images of
         C x H x W ``shape``, when given)."""
 
@@ -72,7 +74,7 @@ class Jigsaw(Corruption):
 
     grid: int = 4
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         _grid_fits("jigsaw", "grid", self.grid, shape)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -146,7 +148,7 @@ class Pixelate(Corruption):
 
     factor: float = 0.2
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         if not 0 < self.factor <= 1:
             raise _invalid("pixelate", "factor", self.factor, "a number in (0, 1] (the mosaic's size / the image's)")
         if shape is not None and min(int(side * self.factor) for side in shape[1:]) < 1:
@@ -168,7 +170,7 @@ class Speckle(Corruption):
 
     std: float = 1.0
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         _finite_at_least("speckle", "std", self.std, 0)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -190,7 +192,7 @@ class UniformSpeckle(Corruption):
 
     width: float = 1.0
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         _finite_at_least("uniform_speckle", "width", self.width, 0)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -212,7 +214,7 @@ class RGBGhost(Corruption):
     def _pixels(self, side: int) -> int:
         return max(1, round(self.shift * side))
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         if not 0 < self.shift < 1:
             raise _invalid("rgb_ghost", "shift", self.shift, "a number in (0, 1) (a fraction of the image side)")
         if shape is not None and any(self._pixels(side) >= side for side in shape[1:]):
@@ -262,7 +264,7 @@ class RotateFlip(Corruption):
     then a vertical flip), anti-transposed (270 then a flip) or upside down (180). A horizontal mirror,
     which is natural for most classes, is never produced. Needs square images."""
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         if shape is not None and shape[1] != shape[2]:
             raise ValueError(f"outliers.corruptions: 'rotate_flip' needs square images; got {shape[1]}x{shape[2]}")
 
@@ -281,7 +283,7 @@ class Blur(Corruption):
 
     sigma: float = 0.1
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise _invalid("blur", "sigma", self.sigma, "a finite number > 0 (a fraction of the image side)")
 
@@ -303,7 +305,7 @@ class PatchShuffle(Corruption):
     min_grid: int = 2
     max_grid: int = 6
 
-    def check(self, shape: Shape = None) -> None:
+    def check(self, shape: Shape = None, **context) -> None:
         _grid_fits("patch_shuffle", "min_grid", self.min_grid, shape)
         _grid_fits("patch_shuffle", "max_grid", self.max_grid, shape)
         if self.min_grid > self.max_grid:
@@ -317,27 +319,3 @@ class PatchShuffle(Corruption):
             idx = torch.nonzero(grids == grid).flatten()
             out[idx.to(x.device)] = Jigsaw(grid=grid)(x[idx.to(x.device)], g)
         return out
-
-
-def make_corruption(name: str, options: dict | None = None, shape: Shape = None) -> Corruption:
-    """Build a registered corruption; ``options`` are its severity fields (e.g. ``{"grid": 2}``). Names and
-    types are checked here, ranges by the corruption's own ``check`` (against C x H x W ``shape`` when
-    given). Raises ValueError naming ``outliers.options.<name>[.<knob>]``."""
-    cls = CORRUPTIONS.get(name)
-    hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls)]
-    options = {} if options is None else options
-    unknown = sorted(set(options) - set(fields)) if isinstance(options, dict) else None
-    if unknown is None or unknown:
-        problem = "expected a mapping" if unknown is None else f"unknown option(s) {', '.join(map(str, unknown))}"
-        valid = ", ".join(fields) or "none"
-        raise ValueError(f"outliers.options.{name}: {options!r} is not valid ({problem}); its options: {valid}")
-    values = {}
-    for key, value in options.items():
-        kind = hints[key]
-        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
-            raise _invalid(name, key, value, "an integer" if kind is int else "a number")
-        values[key] = kind(value)
-    corruption = cls(**values)
-    corruption.check(shape)
-    return corruption

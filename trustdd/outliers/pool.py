@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 
 from trustdd.data import image_sources
-from trustdd.outliers.corruptions import make_corruption
+from trustdd.options import make
+from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.data.images import to_uint8
 from trustdd.registry import Registry
 
@@ -78,7 +79,7 @@ def _poe(req: PoolRequest, chunk: int = 4096) -> OutlierPool:
         starts.pop()
     xs, kinds = [], []
     for k, name in enumerate(req.corruptions):
-        corrupt = make_corruption(name, req.options.get(name), req.shape)
+        corrupt = make(CORRUPTIONS, name, req.options.get(name), shape=req.shape)
         pick = torch.randperm(n_train, generator=req.generator)[:per_type]
         for start, end in zip(starts, starts[1:] + [per_type]):
             batch = req.train_x[pick[start:end]].float() / 255.0
