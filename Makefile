@@ -44,7 +44,7 @@ data-sources:
 	    echo "installing Debian package dataset-fashion-mnist"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	  else \
-	    echo "Fashion-MNIST not found; install dataset-fashion-mnist (as root) or see README 'Data'"; \
+	    echo "Fashion-MNIST not found; install dataset-fashion-mnist (as root) or see docs/data.md"; \
 	  fi; \
 	fi
 

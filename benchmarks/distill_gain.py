@@ -4,7 +4,7 @@ distilled set and on the set it started from, paired by net seed, and print the 
     python benchmarks/distill_gain.py -S distill.mtt.lr_lr=0.01 -S distill.mtt.syn_steps=20 --nets 5
 
 Reads the pipeline's prepared data, outlier pool and experts (run `dvc repro train_experts` first) and
-writes nothing but --out. This is the tuning loop of the default (README "tuning log"): the same code as
+writes nothing but --out. This is the tuning loop of the default (docs/tuning.md): the same code as
 the distill and evaluate stages, with fewer scores and no baselines but `init`, so one config costs a
 distillation plus 2 x --nets evaluation nets. Each override is `dotted.key=YAML value`, as `dvc exp run -S`.
 """
@@ -24,7 +24,7 @@ import yaml
 from trustdd import artifacts
 from trustdd.evaluation import report
 from trustdd.data.prepared import Prepared
-from trustdd.distill import DistillTask
+from trustdd.distill.methods import DistillTask
 from trustdd.evaluation.training_sets import TrainingSet
 from trustdd.evaluation.protocol import evaluate
 from trustdd.data.ood_sets import OODSets

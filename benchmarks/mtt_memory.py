@@ -32,7 +32,7 @@ SHAPES = {
 def measure(shape: str, memory: str, syn_steps: int, iterations: int, device: str, chunk: int) -> dict:
     import torch
 
-    from trustdd.distill import DistillTask, TrajectoryMatching
+    from trustdd.distill.methods import DistillTask, TrajectoryMatching
     from trustdd.nn.networks import NetSpec, flat_params, init_network
 
     s = SHAPES[shape]

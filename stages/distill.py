@@ -4,10 +4,10 @@ from pathlib import Path
 
 from torchvision.utils import save_image
 
-from trustdd import artifacts, distributed
+from trustdd import distributed
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
-from trustdd.distill import DistillTask
+from trustdd.distill.methods import DistilledFile, DistillTask  # registers every method
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, json_text, write_all
 
@@ -28,7 +28,7 @@ def main() -> None:
     with distributed.join(p.parallel, p.device) as (group, device):
         if group.is_main or parallel:  # under torchrun, a one-process method runs on rank 0 alone
             configure_determinism(p.seed)
-            prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
+            prepared = Prepared.load()
             task = DistillTask.from_files(p, device, prepared, group=group if parallel else distributed.SINGLE)
             result = method.run(task)
             if group.is_main:
@@ -38,21 +38,7 @@ def main() -> None:
 def write(p, prepared: Prepared, result) -> None:
     """Rank 0's outputs: the set (with what it started from), its image grids and the loss curve."""
     with atomic_dir(OUT) as out:
-        artifacts.save(
-            {
-                "x_in": result.x_in,
-                "y_in": result.y_in,
-                "x_out": result.x_out,
-                "lr": result.lr,
-                "method": result.method,
-                # what the method started from, trained by evaluation as the `init` set
-                "init": result.start.to_dict(),
-                **({"y_soft": result.y_soft} if result.y_soft is not None else {}),
-                "dataset": prepared.dataset,
-                **prepared.transform.to_dict(),  # mean, std, zca: how images map to network inputs
-            },
-            out / "distilled.pt",
-        )
+        DistilledFile.of(result, prepared.dataset, prepared.transform).save(out)
         to_pixels = prepared.transform.inverse
         save_image(to_pixels(result.x_in), out / "images_in.png", nrow=p.ipc, padding=1)
         if result.x_out.shape[0]:

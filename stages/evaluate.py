@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from trustdd import artifacts, distributed
+from trustdd import distributed
 from trustdd.evaluation import report
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
+from trustdd.outliers.pool import OutlierPool
 from trustdd.evaluation.training_sets import full_data, load_distilled, random_subset
 from trustdd.evaluation.protocol import evaluate
 from trustdd.data.ood_sets import OODSets
@@ -31,8 +32,8 @@ def main() -> None:
 
 def evaluate_on(p, group: distributed.Group, device) -> None:
     """Every rank trains its share of the nets; rank 0 writes the results."""
-    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    ood = OODSets.from_dict(artifacts.load("data/ood/ood.pt"))
+    prepared = Prepared.load()
+    ood = OODSets.load()
     spec = p.net_spec()
     loaded = load_distilled(
         p.evaluate.set, prepared.transform, (spec.channels, spec.image_size, spec.image_size), spec.num_classes
@@ -42,7 +43,7 @@ def evaluate_on(p, group: distributed.Group, device) -> None:
     if p.evaluate.init_baseline and loaded.init is not None:
         sets.append(loaded.init)
     if p.evaluate.random_baseline or p.evaluate.full_data_epochs:
-        pool = artifacts.load("data/outliers/pool.pt")["x"]
+        pool = OutlierPool.load().x
         if p.evaluate.random_baseline:
             sets.append(random_subset(loaded.set, prepared.train_x, prepared.train_y, pool, to_inputs, p.seed))
         if p.evaluate.full_data_epochs:

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data.prepared import prepare
 from trustdd.params import load_params
@@ -20,7 +19,7 @@ def main() -> None:
     zca_reg = p.data.zca_reg if p.data.zca else None
     prepared = prepare(info, split, p.data.train_limit, generator(p.seed, "train_limit"), zca_reg)
     with atomic_dir(OUT) as out:
-        artifacts.save(prepared.to_dict(), out / "ind.pt")
+        prepared.save(out)
     print(f"{p.dataset}: train {tuple(prepared.train_x.shape)}, test {tuple(prepared.test_x.shape)}")
 
 

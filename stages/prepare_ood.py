@@ -4,7 +4,6 @@ from pathlib import Path
 
 from torchvision.utils import save_image
 
-from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data.ood_sets import build_ood_sets
 from trustdd.params import load_params
@@ -20,7 +19,7 @@ def main() -> None:
     o = p.ood
     sets = build_ood_sets(o.sets, o.user, o.groups, o.size, p.ind_shape(), p.seed, p.dataset, p.data_files(), o.optional)
     with atomic_dir(OUT) as out:
-        artifacts.save(sets.to_dict(), out / "ood.pt")
+        sets.save(out)
         write_json(out / "sets.json", sets.report)
         save_image(sets.preview(PREVIEW), out / "preview.png", nrow=PREVIEW, padding=1)
     print("OOD sets: " + ", ".join(f"{k} {v['images']} ({v['group'] or 'no group'})" for k, v in sets.report.items()))

@@ -5,10 +5,9 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from trustdd import artifacts
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
-from trustdd.outliers.pool import PoolRequest, build_pool
+from trustdd.outliers.sources import PoolRequest, build_pool
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 
@@ -19,7 +18,7 @@ PREVIEW_PER_KIND = 16
 def main() -> None:
     p = load_params()
     configure_determinism(p.seed)
-    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
+    prepared = Prepared.load()
     request = PoolRequest(
         train_x=prepared.train_x,
         corruptions=p.outliers.corruptions,
@@ -30,7 +29,7 @@ def main() -> None:
     )
     pool = build_pool(p.outliers.source, request)
     with atomic_dir(OUT) as out:
-        artifacts.save({"x": pool.x, "kind": pool.kind, "kinds": list(pool.kinds), "source": pool.source}, out / "pool.pt")
+        pool.save(out)
         if len(pool):
             rows = [pool.x[pool.kind == k][:PREVIEW_PER_KIND] for k in range(len(pool.kinds))]
             save_image(torch.cat(rows).float() / 255.0, out / "preview.png", nrow=PREVIEW_PER_KIND, padding=1)

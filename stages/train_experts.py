@@ -6,9 +6,10 @@ from DVC's run cache instead of training them again."""
 
 from pathlib import Path
 
-from trustdd import artifacts, distributed
+from trustdd import distributed
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
+from trustdd.outliers.pool import OutlierPool
 from trustdd.experts import human_bytes, train_experts, write_not_needed
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism
@@ -28,15 +29,15 @@ def main() -> None:
                     print(f"experts: none trained; {write_not_needed(out, p.method)['skipped']}")
             return
         configure_determinism(p.seed)
-        prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-        pool = artifacts.load("data/outliers/pool.pt")
+        prepared = Prepared.load()
+        pool = OutlierPool.load()
         with group.atomic_dir(OUT) as out:
             meta = train_experts(
                 out,
                 p.net_spec(),
                 prepared.norm(prepared.train_x),
                 prepared.train_y,
-                prepared.norm(pool["x"]),
+                prepared.norm(pool.x),
                 prepared.norm(prepared.test_x),
                 prepared.test_y,
                 p.experts,

@@ -20,7 +20,7 @@ from test_mtt import _random_experts, make_task
 from test_pipeline import TINY, _merge, run
 
 from trustdd import distributed
-from trustdd.distill import TrajectoryMatching
+from trustdd.distill.methods import TrajectoryMatching
 from trustdd.distributed import SINGLE, Group, RankFailedError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_two_ranks_distill_what_one_process_averaging_their_trajectories_distill
     script = _script(tmp_path, f"""
         sys.path.insert(0, {str(PROJECT / "tests")!r})
         from test_mtt import _random_experts, make_task
-        from trustdd.distill import TrajectoryMatching
+        from trustdd.distill.methods import TrajectoryMatching
         task = make_task(ipc=2, pool=12, experts=_random_experts())
         task.group = group
         r = TrajectoryMatching(**{options!r}).run(task)

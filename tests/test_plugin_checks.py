@@ -12,8 +12,8 @@ import yaml
 from helpers import apply_overrides
 
 from trustdd.outliers.corruptions import CORRUPTIONS
-from trustdd.distill import METHODS
-from trustdd.outliers.pool import PoolRequest, build_pool
+from trustdd.distill.methods import METHODS
+from trustdd.outliers.sources import PoolRequest, build_pool
 from trustdd.options import build
 from trustdd.params import ParamsError, params_from_dict
 from trustdd.evaluation.scores import SCORES
@@ -225,6 +225,6 @@ def test_a_mixing_corruption_needs_two_images_per_batch():
     # a last chunk of one image joins the one before it rather than failing
     request = PoolRequest(torch.zeros(9, 1, 8, 8, dtype=torch.uint8), ("geometric_mean_mix",), {}, 9, torch.Generator())
     assert build_pool("poe", request).x.shape == (9, 1, 8, 8)
-    from trustdd.outliers.pool import SOURCES
+    from trustdd.outliers.sources import SOURCES
 
     assert SOURCES.get("poe")(request, chunk=4).x.shape == (9, 1, 8, 8)  # chunks of 4, 5

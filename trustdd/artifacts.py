@@ -1,28 +1,22 @@
-"""The on-disk formats passed between stages, in one place.
+"""Reading and writing the files that stages pass to each other, and :class:`Artifact`, the contract of each.
+
+Every such file has one class that names its path and its fields (``to_dict`` / ``from_dict``), with
+``save`` and ``load``; its docstring and fields are the format's documentation:
+
+- ``data/prepared/ind.pt``: :class:`trustdd.data.prepared.Prepared` (prepare_data), the InD split and its
+  input transform;
+- ``data/ood/ood.pt``: :class:`trustdd.data.ood_sets.OODSets` (prepare_ood), the OOD test sets;
+- ``data/outliers/pool.pt``: :class:`trustdd.outliers.pool.OutlierPool` (prepare_outliers);
+- ``data/distilled/distilled.pt``: :class:`trustdd.distill.distilled.DistilledFile` (distill), the
+  distilled set, with what the method started from and the input transform;
+- ``data/experts/``: one ``expert_XXX.pt`` per expert and ``meta.json`` (train_experts), read by
+  :class:`trustdd.experts.ExpertBuffer` (memory-mapped, two epochs at a time).
 
 All tensors are saved with ``torch.save`` (zip format, ``weights_only``-loadable: tensors, lists,
 dicts, strings and numbers only), written to a temporary name and renamed, so a killed stage never
-leaves a half-written file. A file that exists but cannot be read raises :class:`ArtifactError`, naming
-it and how to restore it (``dvc checkout`` or rerunning the stage that makes it, found in ``dvc.yaml``).
-
-- ``prepared/ind.pt``: ``train_x``/``test_x`` uint8 N x C x H x W, ``train_y``/``test_y`` int64,
-  ``dataset``, ``classes``, ``mean``, ``std``; and, only when they apply: ``zca``
-  ``{mean, eigvecs, eigvals, reg}`` (``data.zca`` true); ``verified`` (always False) and ``checksums``
-  ``{file: md5}`` of the md5-checked files read (``data.verify`` false, for a dataset with such files:
-  MNIST, Fashion-MNIST, SVHN, CIFAR-10/100); ``skipped`` ``[{file, error}]``, the undecodable image
-  files left out (``imagefolder``).
-- ``ood/ood.pt``: ``images`` ``{set name: uint8 N x C x H x W}``, ``groups`` ``{set name: near | far}``,
-  and ``skipped`` ``{set name: why}`` when optional sets were left out because their files are missing.
-- ``outliers/pool.pt``: ``x`` uint8, ``kind`` int64, ``kinds`` (names), ``source``.
-- ``experts/expert_XXX.pt``: ``trajectory`` float32 (epochs + 1) x P, the flat parameter vector of
-  the network after 0, 1, ..., E epochs (order: ``net.parameters()``), one file (shard) per expert,
-  memory-mapped when read; ``experts/meta.json`` holds the network spec, parameter names and shapes,
-  each expert's training record and the buffer's size on disk.
-- ``distilled/distilled.pt``: ``x_in`` float32 (K*ipc) x C x H x W and ``x_out`` (K*ipc or 0 images)
-  in the networks' normalised input space, ``y_in`` int64, ``lr`` (learned student lr), ``method``,
-  ``dataset``, ``mean``, ``std``, ``zca``; ``y_soft`` float32 (K*ipc) x K class probabilities when the
-  method made soft labels (``y_in`` keeps the class each image was drawn for); ``init``: what the method started from,
-  ``{x_in, y_in, x_out, lr[, y_soft]}``, which evaluation trains as the ``init`` set.
+leaves a half-written file. A file that exists but cannot be read, or lacks a field, raises
+:class:`ArtifactError`, naming it and how to restore it (``dvc checkout`` or rerunning the stage that
+makes it, found in ``dvc.yaml``).
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import yaml
@@ -106,3 +100,36 @@ def restore_hint(path: str | Path) -> str:
         return "it is damaged or truncated: replace it with a complete copy"
     return (f"it is damaged or truncated: restore it from DVC's cache with `dvc checkout -f {path}`, "
             f"or make it again with `dvc repro -f -s {stage}`")
+
+
+class Artifact:
+    """One stage output file: ``PATH`` is where the pipeline keeps it, ``to_dict`` / ``from_dict`` its
+    fields (tensors, lists, dicts, strings and numbers). A subclass is a dataclass of those fields."""
+
+    PATH: ClassVar[Path]
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Any:
+        raise NotImplementedError
+
+    def save(self, folder: str | Path | None = None) -> Path:
+        """Write to ``folder / PATH.name`` (a stage's scratch folder, renamed into place when complete), or
+        to ``PATH``; returns the path written."""
+        path = Path(folder) / self.PATH.name if folder is not None else self.PATH
+        save(self.to_dict(), path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, mmap: bool = False) -> Any:
+        """Read ``path`` (default ``PATH``); a file without the fields of this artefact raises ArtifactError."""
+        path = Path(path) if path is not None else cls.PATH
+        d = load(path, mmap)
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            raise ArtifactError(
+                f"{path} is not a {cls.__name__} file ({type(err).__name__}: {err} in its fields); {restore_hint(path)}"
+            ) from None

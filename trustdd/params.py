@@ -12,14 +12,15 @@ import yaml
 
 from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.data.datasets import DATASETS, DatasetInfo
-from trustdd.distill import METHODS, MIXINGS
+from trustdd.distill.methods import METHODS, MIXINGS
 from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.distributed import ParallelConfig
 from trustdd.evaluation.protocol import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.nn.networks import NETWORKS, NORMS, NetSpec
 from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
-from trustdd.outliers.pool import OE_FORMATS, SOURCES, OEConfig
+from trustdd.outliers.pool import OEConfig
+from trustdd.outliers.sources import OE_FORMATS, SOURCES
 from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make
 from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device

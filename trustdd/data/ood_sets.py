@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from trustdd.artifacts import Artifact
 from trustdd.data import image_sources
 from trustdd.data.images import fit_images, random_crops, skimage_image, to_uint8
 from trustdd.data.datasets import DATASETS, DataNotFoundError
@@ -201,8 +202,12 @@ class UserOODSet:
 
 
 @dataclass(frozen=True)
-class OODSets:
-    """What the prepare_ood stage writes: the images, each set's group, and a record of how it was read."""
+class OODSets(Artifact):
+    """``data/ood/ood.pt``, written by prepare_ood: ``images`` ``{set: uint8 N x C x H x W}`` in the InD shape,
+    ``groups`` ``{set: near | far}``, and ``skipped`` ``{set: why}`` when optional sets were left out because
+    their files are missing. ``report`` (how each set was read) goes to ``sets.json`` beside it."""
+
+    PATH = Path("data/ood/ood.pt")
 
     images: dict[str, torch.Tensor]  # uint8 N x C x H x W, InD shape
     groups: dict[str, str]  # set -> near | far (ungrouped sets are absent)

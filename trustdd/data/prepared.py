@@ -4,10 +4,12 @@ transform, ``data/prepared/ind.pt`` (the InD datasets themselves are in :mod:`tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from trustdd.artifacts import Artifact
 from trustdd.data.images import InputTransform, normalize, stratified_subset
 from trustdd.data.whitening import ZCA
 from trustdd.options import ParamsError
@@ -17,8 +19,14 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """The InD split (uint8) and its input transform, as written by the prepare-data stage."""
+class Prepared(Artifact):
+    """``data/prepared/ind.pt``: the InD split (uint8 N x C x H x W, int64 labels) and its input transform
+    (per-channel ``mean`` and ``std`` in [0, 1] units, and ``zca`` when ``data.zca`` is true), written by
+    prepare_data. Only when they apply: ``verified`` False and ``checksums`` ``{file: md5}`` of md5-checked
+    files that were read although their md5 is not the official one (``data.verify`` false), and
+    ``skipped`` ``[{file, error}]``, the undecodable image files left out (``imagefolder``)."""
+
+    PATH = Path("data/prepared/ind.pt")
 
     dataset: str
     classes: tuple[str, ...]

@@ -1,5 +1,6 @@
-"""What every distillation method shares: its input (:class:`DistillTask`), its output
-(:class:`DistilledSet`), the registry, and the real-image initialisation of S_in and S_out."""
+"""What every distillation method shares: the protocol (:class:`Method`) and registry, its input
+(:class:`DistillTask`), the loss log, and the real-image initialisation of S_in and S_out. Its output,
+:class:`~trustdd.distill.distilled.DistilledSet`, is in :mod:`trustdd.distill.distilled`."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import torch.nn.functional as F
 
 from trustdd.data.prepared import Prepared
 from trustdd.data.images import stratified_subset
+from trustdd.distill.distilled import DistilledSet
 from trustdd.distributed import SINGLE, Group
 from trustdd.experts import ExpertBuffer
 from trustdd.nn.networks import NetSpec, unflatten_params
-from trustdd.options import Plugin
+from trustdd.options import ParamsError, Plugin
+from trustdd.outliers.pool import OutlierPool
 from trustdd.registry import Registry
 
 METHODS: Registry[type] = Registry("method")
@@ -46,6 +49,12 @@ class Method(Plugin):
 MIXINGS = ("blockwise", "uniform")
 
 
+def check_mixing(mixing: str) -> None:
+    """The rule of ``outliers.mixing`` (the params check and :meth:`DistillTask.block_members` apply it)."""
+    if mixing not in MIXINGS:
+        raise ValueError(f"outliers.mixing: unknown value {mixing!r}; valid choices: {', '.join(MIXINGS)}")
+
+
 @dataclass
 class DistillTask:
     """Inputs common to every method. Images are float tensors in the networks' input space."""
@@ -71,25 +80,22 @@ class DistillTask:
     ) -> DistillTask:
         """The task the distill stage runs for params ``p``: the prepared InD data (read unless given), the
         outlier pool and (for methods that need them) the expert trajectories, from the pipeline's outputs."""
-        from trustdd import artifacts
 
-        prepared = prepared or Prepared.from_dict(artifacts.load(root / "data/prepared/ind.pt"))
+        prepared = prepared or Prepared.load(root / Prepared.PATH)
         counts = torch.bincount(prepared.train_y, minlength=len(prepared.classes))
         fewest = int(counts.argmin())
         if int(counts[fewest]) < p.ipc:  # a user's own data: its class sizes are known once it is prepared
-            from trustdd.params import ParamsError  # here, not at the top: params imports this package
-
             raise ParamsError(
                 f"params: ipc: invalid value {p.ipc}; expected at most {int(counts[fewest])}, the train images of "
                 f"class {prepared.classes[fewest]!r} (the smallest class of data/prepared/ind.pt)"
             )
-        pool = artifacts.load(root / "data/outliers/pool.pt")
+        pool = OutlierPool.load(root / OutlierPool.PATH)
         return cls(
             real_x=prepared.norm(prepared.train_x),
             real_y=prepared.train_y,
-            pool_x=prepared.norm(pool["x"]),
-            pool_kind=pool["kind"],
-            num_kinds=max(1, len(pool["kinds"])),
+            pool_x=prepared.norm(pool.x),
+            pool_kind=pool.kind,
+            num_kinds=max(1, len(pool.kinds)),
             num_classes=len(prepared.classes),
             ipc=p.ipc,
             spec=p.net_spec(),
@@ -107,53 +113,14 @@ class DistillTask:
 
     def block_members(self, block: int) -> torch.Tensor:
         """Indices of the pool images that outlier block ``block`` starts from and is matched against."""
+        check_mixing(self.mixing)
         if self.mixing == "uniform":
             return torch.arange(self.pool_x.shape[0])
-        if self.mixing != "blockwise":
-            raise ValueError(f"outliers.mixing: unknown value {self.mixing!r}; valid choices: {', '.join(MIXINGS)}")
         kind = block % self.num_kinds
         members = torch.nonzero(self.pool_kind == kind).flatten()
         if members.numel() < self.ipc:
             raise ValueError(f"outlier kind {kind} has {members.numel()} images, fewer than ipc={self.ipc}")
         return members
-
-
-@dataclass(frozen=True)
-class StartingSets:
-    """What a method started from (its real-image initialisation and starting lr), kept with the result so
-    that evaluation can train on it too: ``distilled minus init`` is what the distillation itself bought."""
-
-    x_in: torch.Tensor
-    y_in: torch.Tensor
-    x_out: torch.Tensor
-    lr: float
-    y_soft: torch.Tensor | None = None  # the starting soft labels, when the method uses them
-
-    @staticmethod
-    def of(x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor, lr: float, y_soft: torch.Tensor | None = None) -> StartingSets:
-        def cpu(t):
-            return None if t is None else t.detach().cpu().clone()
-
-        return StartingSets(cpu(x_in), cpu(y_in), cpu(x_out), float(lr), cpu(y_soft))
-
-    def to_dict(self) -> dict:
-        d = {"x_in": self.x_in, "y_in": self.y_in, "x_out": self.x_out, "lr": self.lr}
-        return d if self.y_soft is None else {**d, "y_soft": self.y_soft}
-
-
-@dataclass
-class DistilledSet:
-    """A method's result; the same fields whatever the method, so evaluation never asks which made it."""
-
-    x_in: torch.Tensor
-    y_in: torch.Tensor
-    x_out: torch.Tensor
-    lr: float  # the lr a net should train on this set with (learned by MTT; the inner-loop lr for DSA)
-    method: str
-    start: StartingSets
-    history: list[dict] = field(default_factory=list)  # one record per logging window (see LossLog)
-    seconds: list[float] = field(default_factory=list)  # wall time at the end of each window (not reproducible)
-    y_soft: torch.Tensor | None = None  # soft labels (N x K class probabilities), if any; y_in keeps the classes
 
 
 class LossLog:
@@ -224,16 +191,15 @@ def initial_sets(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real initialisation. S_in: ``ipc`` train images per class, at random or (``kmeans``) the medoids
     of per-class k-means on the first expert's final features. S_out: ``ipc`` pool images per class
-    block, drawn from :meth:`DistillTask.block_members` (blockwise by kind, or the whole pool)."""
-    if init == "random":
-        pick = stratified_subset(task.real_y, task.ipc, g)
-    elif init == "kmeans":
+    block, drawn from :meth:`DistillTask.block_members` (blockwise by kind, or the whole pool).
+    ``init`` is one of :data:`INITS`: a method checks its ``init`` option (``distill.mtt.init``) before it runs."""
+    if init == "kmeans":
         if task.experts is None:
             raise ValueError("distill.init: 'kmeans' needs expert trajectories for its features")
         features = embed(task.spec, task.experts.trajectory(0)[-1], task.real_x.cpu())
         pick = kmeans_medoids(features, task.real_y.cpu(), task.ipc, task.seed)
     else:
-        raise ValueError(f"distill.init: unknown value {init!r}; valid choices: {', '.join(INITS)}")
+        pick = stratified_subset(task.real_y, task.ipc, g)
     x_in, y_in = task.real_x[pick].clone(), task.real_y[pick].clone()
     if task.pool_x.shape[0] == 0:
         return x_in, y_in, task.pool_x[:0].clone()

@@ -13,7 +13,8 @@ from torch import nn
 from tqdm import tqdm
 
 from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.base import METHODS, DistilledSet, Method, DistillTask, LossLog, StartingSets, initial_sets
+from trustdd.distill.base import METHODS, Method, DistillTask, LossLog, initial_sets
+from trustdd.distill.distilled import DistilledSet, StartingSets
 from trustdd.nn.losses import oe_loss
 from trustdd.nn.networks import init_network
 from trustdd.runtime import generator

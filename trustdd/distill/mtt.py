@@ -24,7 +24,8 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.base import INITS, METHODS, DistilledSet, Method, DistillTask, LossLog, StartingSets, initial_sets
+from trustdd.distill.base import INITS, METHODS, Method, DistillTask, LossLog, initial_sets
+from trustdd.distill.distilled import DistilledSet, StartingSets
 from trustdd.nn.losses import oe_loss, trustdd_loss
 from trustdd.nn.networks import unflatten_params
 from trustdd.runtime import generator
