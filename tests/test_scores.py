@@ -36,7 +36,7 @@ LOGITS = [[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]]
 
 
 def test_registry_holds_the_five_scores():
-    assert SCORES.names() == ["msp", "max_logit", "energy", "odin", "knn"]
+    assert {"msp", "max_logit", "energy", "odin", "knn"} <= set(SCORES.names())  # others may be registered
 
 
 def test_msp_max_logit_and_energy_hand_computed():

@@ -15,6 +15,7 @@ import torch
 
 from trustdd import artifacts
 from trustdd.data.images import InputTransform, stratified_subset
+from trustdd.distill.distilled import DistilledFile
 from trustdd.runtime import generator
 
 
@@ -78,23 +79,22 @@ def load_distilled(
         d = _read(path, mmap)
         if not isinstance(d, dict) or not {"x_in", "y_in"} <= set(d):
             raise DistilledSetError(
-                f"{KEY}: {str(path)!r} is not a trustdd distilled set (a dict with x_in, y_in, x_out, lr, mean, std); "
+                f"{KEY}: {str(path)!r} is not a trustdd distilled set (a dict with x_in, y_in, x_out, lr, mean, std: "
+                "trustdd.distill.distilled.DistilledFile); "
                 "a plain tensor file must be named images*.pt with labels*.pt beside it"
             )
-        x_out = d.get("x_out", torch.empty(0, *shape))
-        result = TrainingSet(
-            "distilled", d["x_in"].float(), d["y_in"].long(), x_out.float(), d.get("lr"), str(path), _soft(d, path)
-        )
-        own = InputTransform.from_dict(d) if "mean" in d else transform
+        f = DistilledFile.from_dict(d)
+        x_out = f.x_out if f.x_out is not None else torch.empty(0, *shape)
+        result = TrainingSet("distilled", f.x_in.float(), f.y_in.long(), x_out.float(), f.lr, str(path), _soft(d, path))
         _check(result, shape, num_classes, path)
         init = None
-        if isinstance(d.get("init"), dict):
-            i = d["init"]
+        if f.init is not None:
+            i = f.init
             x_out = i.get("x_out", torch.empty(0, *shape))
             origin = f"the starting point of {path} (before distillation)"
             init = TrainingSet("init", i["x_in"].float(), i["y_in"].long(), x_out.float(), i.get("lr"), origin, _soft(i, path))
             _check(init, shape, num_classes, path)
-        return LoadedSet(result, own, str(d.get("method", "unknown")), init)
+        return LoadedSet(result, f.transform or transform, f.method, init)
     images, labels = _pair(path)
     x = _tensor(images, "images", mmap)
     y = _tensor(labels, "labels", mmap)
