@@ -29,6 +29,7 @@ from trustdd.artifacts import Artifact
 from trustdd.data import image_sources
 from trustdd.data.images import fit_images, random_crops, skimage_image, to_uint8
 from trustdd.data.datasets import DATASETS, DataNotFoundError
+from trustdd.options import invalid
 from trustdd.registry import Registry
 from trustdd.runtime import generator
 
@@ -60,6 +61,12 @@ class BuiltinOODSet:
 
     def group_for(self, dataset: str) -> str:
         return "near" if dataset in self.near_for else self.group
+
+    def check_ood_for(self, name: str, dataset: str) -> None:
+        """Refuse this set (registered as ``name``) as OOD for the InD ``dataset`` it is drawn from
+        (``same_as``); raises ParamsError. The params check and :func:`check_available` apply it."""
+        if dataset in self.same_as:
+            raise invalid("ood.sets", name, f"sets other than {name!r}, which is drawn from the InD dataset {dataset!r}")
 
 
 OOD_SETS: Registry[BuiltinOODSet] = Registry("ood.sets")
@@ -249,15 +256,13 @@ def check_available(
     names: tuple[str, ...], optional: tuple[str, ...], dataset: str, files: DataFiles
 ) -> dict[str, str]:
     """Before anything is read: the optional sets whose files are missing (name -> why), to be skipped.
-    A missing set that is not optional, or a set that is the InD dataset itself, raises DataNotFoundError
-    naming every such set, what was expected where, and how to get it."""
+    A set that is the InD dataset itself raises ParamsError (:meth:`BuiltinOODSet.check_ood_for`); missing
+    sets that are not optional raise DataNotFoundError naming every such set, what was expected where, and
+    how to get it."""
     skipped, missing, n_missing, n_differs = {}, [], 0, 0
     for name in names:
         entry = OOD_SETS.get(name)
-        if dataset in entry.same_as:
-            raise DataNotFoundError(
-                f"ood.sets: {name!r} is drawn from the InD dataset {dataset!r}; it cannot be OOD for it"
-            )
+        entry.check_ood_for(name, dataset)
         problems = entry.problems(files) if entry.problems else []
         if problems and name in optional:
             skipped[name] = "; ".join(map(str, problems))

@@ -77,10 +77,7 @@ OE_FORMATS: Registry[Callable[[PoolRequest], torch.Tensor]] = Registry("outliers
 @OE_FORMATS.register("embedded")
 def _oe_embedded(req: PoolRequest) -> torch.Tensor:
     """Offline default: crops of photos shipped in scikit-image / scikit-learn that no OOD test set uses."""
-    if req.oe.max_images < 1:
-        raise image_sources.ImageSourceError(
-            f"outliers.oe.max_images: invalid value {req.oe.max_images}; the embedded pool needs a number >= 1"
-        )
+    req.oe.check()  # max_images >= 1: the embedded pool needs a number
     return image_sources.embedded_pool(req.oe.max_images, req.shape, req.generator)
 
 
