@@ -80,7 +80,7 @@ def test_project_params_are_valid():
             r"distill.dsa.outer_loop/inner_loop: no published schedule for ipc=7 \(published for ipc 1, 10, 20",
         ),
         ({"method": "dsa", "distill__dsa__batch_real": 0}, r"distill.dsa.batch_real: invalid value 0; expected >= 1"),
-        ({"outliers__mixing": "stripes"}, r"outliers.mixing: invalid value 'stripes'; expected one of blockwise, uniform"),
+        ({"outliers__mixing": "stripes"}, r"outliers.mixing: unknown value 'stripes'; valid choices: blockwise, uniform"),
         ({"data__zca": True, "data__zca_reg": 0}, r"data.zca_reg: invalid value 0.0; expected a number > 0"),
         ({"ipc": 10, "data__train_limit": 50}, r"data.train_limit: 50 is below ipc x classes = 100"),
         ({"outliers__options": {"pixelate": {"factr": 1}}}, r"unknown key\(s\) outliers.options.pixelate.factr; valid keys: factor"),

@@ -12,6 +12,7 @@ from trustdd import artifacts
 from trustdd.nn.augment import DSA
 from trustdd.distributed import SINGLE, Group
 from trustdd.nn.networks import NetSpec, flat_params, init_network
+from trustdd.options import at_least
 from trustdd.runtime import generator
 from trustdd.nn.training import TrainConfig, predict_logits, seed_from, train_network
 from trustdd.workers import run_jobs
@@ -25,6 +26,11 @@ class ExpertConfig:
     momentum: float = 0.0  # MTT's experts use none; momentum reaches good experts in fewer epochs on a CPU budget
     batch_size: int = 256
     outlier_ratio: float = 0.5  # outlier images per InD image in each batch (only when a pool exists)
+
+    def check(self) -> None:
+        """The section's own rules; raises ParamsError naming ``experts.<key>``, the value and what is valid."""
+        for key in ("num_experts", "epochs", "batch_size"):
+            at_least(f"experts.{key}", getattr(self, key), 1)
 
     def train_config(self, lambda_oe: float) -> TrainConfig:
         # MTT's experts: SGD without weight decay at a constant lr.

@@ -12,7 +12,8 @@ import yaml
 
 from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.data.datasets import DATASETS, DatasetInfo
-from trustdd.distill.methods import METHODS, MIXINGS
+from trustdd.distill.base import check_mixing
+from trustdd.distill.methods import METHODS
 from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.distributed import ParallelConfig
 from trustdd.evaluation.protocol import EvalConfig
@@ -22,13 +23,14 @@ from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS,
 from trustdd.outliers.pool import OEConfig
 from trustdd.outliers.sources import OE_FORMATS, SOURCES
 from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make
-from trustdd.registry import UnknownChoiceError
 from trustdd.runtime import resolve_device
 from trustdd.evaluation.scores import SCORES
 
 
 @dataclass(frozen=True)
 class DataParams:
+    """``data``. Every section's ``check`` raises ParamsError naming the key, the value and what is valid."""
+
     root: str = "data/raw"  # the environment variable TRUSTDD_DATA_ROOT overrides it
     download: bool = False
     image_size: int = 0  # side of the InD images; 0 = the dataset's own (128 for the ImageNet subsets); imagefolder needs one
@@ -37,32 +39,110 @@ class DataParams:
     zca_reg: float = 0.1  # added to the covariance eigenvalues before whitening (MTT's value)
     verify: bool = True  # false: use files whose md5 is not the official one (warned, md5s recorded in ind.pt)
 
+    def check(self) -> None:
+        at_least("data.train_limit", self.train_limit, 0)
+        at_least("data.image_size", self.image_size, 0)
+        if self.zca and self.zca_reg <= 0:
+            raise invalid("data.zca_reg", self.zca_reg, "a number > 0")
+
 
 @dataclass(frozen=True)
 class OODParams:
+    """``ood``: the OOD test sets."""
+
     sets: tuple[str, ...] = ("mnist", "textures", "photos", "gaussian_noise", "uniform_noise")
     size: int = 2000  # images per OOD set, a seeded random subset (fewer when a set is smaller)
     groups: dict = field(default_factory=dict)  # {set: near | far}: overrides a set's default group
     user: tuple[UserOODSet, ...] = ()  # the user's own sets, see trustdd.data.ood_sets.UserOODSet
     optional: tuple[str, ...] = ()  # sets of ood.sets that are skipped (and reported) when their files are missing
 
+    def check(self) -> None:
+        """Registered sets, valid entries of ood.user, one name per set, and groups and optional sets
+        that name chosen sets. (A set drawn from the InD dataset is refused by :func:`validate`.)"""
+        for name in self.sets:
+            OOD_SETS.get(name)
+        at_least("ood.size", self.size, 1)
+        for i, u in enumerate(self.user):
+            _check_user_set(f"ood.user[{i}]", u)
+        names = [*self.sets, *(u.name for u in self.user)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ParamsError(f"params: ood: set name(s) {', '.join(repeated)} used twice; every OOD set needs its own name")
+        if not names:
+            raise invalid("ood.sets", [], "at least one OOD set (built-in in ood.sets, or your own in ood.user)")
+        for name in self.optional:
+            if name not in self.sets:
+                raise invalid("ood.optional", name, f"one of the sets in ood.sets ({', '.join(self.sets)}); ood.user entries "
+                              "take optional: true")
+        for name, group in self.groups.items():
+            if name not in names:
+                raise invalid(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
+            if group not in GROUP_NAMES:
+                raise invalid(f"ood.groups.{name}", group, f"one of {', '.join(GROUP_NAMES)}")
+
+
+def _check_user_set(key: str, u: UserOODSet) -> None:
+    """One entry of ood.user, at ``key`` (``ood.user[i]``)."""
+    if not u.name:
+        raise invalid(f"{key}.name", u.name, "a non-empty name for the set")
+    if u.name in RESERVED:
+        raise invalid(f"{key}.name", u.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
+    if u.format not in USER_FORMATS:
+        raise invalid(f"{key}.format", u.format, f"one of {', '.join(USER_FORMATS)}")
+    if not u.path:
+        raise invalid(f"{key}.path", u.path, "the folder of images or the .npy file to read")
+    if u.group not in ("",) + GROUP_NAMES:
+        raise invalid(f"{key}.group", u.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
+
 
 @dataclass(frozen=True)
 class NetworkParams:
+    """``network``: the net the experts, the distillation and evaluation's ``convnet`` use."""
+
     name: str = "convnet"
     width: int = 128
     depth: int = 3
     norm: str = "instance"
 
+    def check(self) -> None:
+        """A registered net and norm, and sizes >= 1 (whether the depth fits the images is checked once
+        their size is known, by :func:`validate`)."""
+        NETWORKS.get(self.name)
+        if self.norm not in NORMS:
+            raise invalid("network.norm", self.norm, f"one of {', '.join(NORMS)}")
+        at_least("network.width", self.width, 1)
+        at_least("network.depth", self.depth, 1)
+
 
 @dataclass(frozen=True)
 class OutlierParams:
+    """``outliers``: the outlier pool."""
+
     source: str = "poe"
     corruptions: tuple[str, ...] = ("jigsaw", "invert", "pixelate", "speckle")
     per_type: int = 0  # images per corruption type; 0 = as many as InD train images
     options: dict = field(default_factory=dict)  # severity knobs per corruption, e.g. {pixelate: {factor: 0.25}}
     mixing: str = "blockwise"  # blockwise | uniform: see trustdd.distill.base.MIXINGS
     oe: OEConfig = OEConfig()  # real outliers, used when source is oe
+
+    def check(self) -> None:
+        """Registered source, corruptions and OE format (each corruption's options checked without the
+        images' shape: :func:`validate` checks them again with it), the mixing, and the OE settings when
+        source is oe."""
+        SOURCES.get(self.source)
+        for name in self.corruptions:
+            CORRUPTIONS.get(name)
+        for name, options in self.options.items():
+            if name not in CORRUPTIONS:
+                raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
+            make(CORRUPTIONS, name, options)
+        check_mixing(self.mixing)
+        OE_FORMATS.get(self.oe.format)
+        if self.source == "oe":
+            self.oe.check()
+        if self.source == "poe" and not self.corruptions:
+            raise invalid("outliers.corruptions", [], "at least one corruption when outliers.source is poe")
+        at_least("outliers.per_type", self.per_type, 0)
 
 
 @dataclass(frozen=True)
@@ -80,8 +160,19 @@ class Params:
     network: NetworkParams = NetworkParams()
     outliers: OutlierParams = OutlierParams()
     experts: ExpertConfig = ExpertConfig()
-    distill: dict = field(default_factory=dict)  # {method name: its options}, see trustdd.distill
+    distill: dict = field(default_factory=dict)  # {method name: its options}, see trustdd.distill.methods
     evaluate: EvalConfig = EvalConfig()
+
+    def check(self) -> None:
+        """The top-level keys' own rules: a registered dataset and method, counts in range, and a device
+        this machine has (the sections check themselves)."""
+        DATASETS.get(self.dataset)
+        METHODS.get(self.method)
+        at_least("ipc", self.ipc, 1)
+        at_least("workers", self.workers, 0)
+        at_least("lambda_oe", self.lambda_oe, 0)
+        if self.device not in ("auto", "cpu"):
+            resolve_device(self.device)  # unknown names and devices this machine lacks fail here
 
     @cached_property
     def dataset_info(self) -> DatasetInfo:
@@ -122,173 +213,91 @@ class Params:
 
 
 def validate(p: Params) -> Params:
-    """Cross-field and registry checks; raises :class:`ParamsError` naming the key, value and choices."""
+    """Every rule, before any work; raises :class:`ParamsError` naming the key, the value and what is valid.
+    Each section checks its own keys; the rules that span sections follow. Every check that needs no data
+    runs first: from :func:`_check_corruptions` on, the InD images' shape and classes are needed, which for
+    a user's own data (imagefolder, npy) are read from its files (``p.dataset_info``)."""
+    for section in (p, p.data, p.ood, p.network, p.outliers, p.experts, p.evaluate):
+        _check(section.check)
+    _check(p.parallel.check, p.device)
+    _check(_check_ood_sets_against_dataset, p)
+    _check(_check_distill, p)
+    _check_corruptions(p)
+    _check_scores(p)
+    _check_train_limit(p)
+    _check_network_fits(p)
+    return p
+
+
+def _check(check, *args) -> None:
+    """Run ``check``; a ValueError it raises (which names its key) becomes a ParamsError."""
     try:
-        DATASETS.get(p.dataset)
-        METHODS.get(p.method)
-        NETWORKS.get(p.network.name)
-        SOURCES.get(p.outliers.source)
-        for name in p.ood.sets:
-            OOD_SETS.get(name)
-        for name in p.outliers.corruptions:
-            CORRUPTIONS.get(name)
-        for name in p.evaluate.scores:
-            SCORES.get(name)
-        OE_FORMATS.get(p.outliers.oe.format)
-    except UnknownChoiceError as err:
-        raise ParamsError(f"params: {err}") from None
-    for name in p.outliers.options:
-        if name not in CORRUPTIONS:
-            raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
-    unknown_methods = sorted(set(p.distill) - set(METHODS.names()))
-    if unknown_methods:
-        raise ParamsError(
-            f"params: distill: unknown method section(s) {', '.join(unknown_methods)}; valid: {', '.join(METHODS.names())}"
-        )
-    if p.outliers.mixing not in MIXINGS:
-        raise invalid("outliers.mixing", p.outliers.mixing, f"one of {', '.join(MIXINGS)}")
-    if p.network.norm not in NORMS:
-        raise invalid("network.norm", p.network.norm, f"one of {', '.join(NORMS)}")
-    if p.device not in ("auto", "cpu"):
-        try:
-            resolve_device(p.device)  # unknown names and devices this machine lacks fail here
-        except ValueError as err:
-            raise ParamsError(f"params: {err}") from None
-    try:
-        p.parallel.check(p.device)
-    except ValueError as err:
-        raise ParamsError(f"params: {err}") from None
-    _validate_ood(p.ood)
-    for name in p.ood.sets:
-        if p.dataset in OOD_SETS.get(name).same_as:
-            raise invalid("ood.sets", name, f"sets other than {name!r}, which is drawn from the InD dataset {p.dataset!r}")
-    if p.outliers.source == "oe":
-        oe = p.outliers.oe
-        if oe.format != "embedded" and not oe.path:
-            raise invalid("outliers.oe.path", oe.path, f"the path to read for outliers.oe.format {oe.format!r}")
-        if oe.format == "torchvision" and not oe.name:
-            raise invalid("outliers.oe.name", oe.name, "a torchvision.datasets class name, e.g. CIFAR100")
-        at_least("outliers.oe.max_images", oe.max_images, 1 if oe.format == "embedded" else 0)
-    if p.outliers.source == "poe" and not p.outliers.corruptions:
-        raise invalid("outliers.corruptions", [], "at least one corruption when outliers.source is poe")
-    for key, value, low in [
-        ("ipc", p.ipc, 1),
-        ("data.train_limit", p.data.train_limit, 0),
-        ("data.image_size", p.data.image_size, 0),
-        ("ood.size", p.ood.size, 1),
-        ("network.width", p.network.width, 1),
-        ("network.depth", p.network.depth, 1),
-        ("outliers.per_type", p.outliers.per_type, 0),
-        ("experts.num_experts", p.experts.num_experts, 1),
-        ("experts.epochs", p.experts.epochs, 1),
-        ("experts.batch_size", p.experts.batch_size, 1),
-        ("workers", p.workers, 0),
-        ("evaluate.num_eval", p.evaluate.num_eval, 1),
-        ("evaluate.epochs", p.evaluate.epochs, 1),
-        ("evaluate.batch_size", p.evaluate.batch_size, 1),
-        ("lambda_oe", p.lambda_oe, 0),
-    ]:
-        at_least(key, value, low)
-    if isinstance(p.evaluate.lr, str) and p.evaluate.lr != "learned":
-        raise invalid("evaluate.lr", p.evaluate.lr, "a number or 'learned'")
-    if p.data.zca and p.data.zca_reg <= 0:
-        raise invalid("data.zca_reg", p.data.zca_reg, "a number > 0")
-    for name in p.distill:  # every section is parsed, so a typo fails even when another method is chosen
-        p.method_config(name)
-    try:
-        p.method_config().check(ipc=p.ipc, experts_epochs=p.experts.epochs, norm=p.network.norm)
+        check(*args)
     except ValueError as err:
         raise as_params_error(err) from None
-    # from here on the InD images' shape and classes are needed: for a user's own data (imagefolder, npy)
-    # they are read from its files, so every check that needs no data has run before
-    channels = p.dataset_info.channels  # a user's own data (imagefolder, npy): its files are checked here
-    if p.outliers.source == "poe":
-        for name in p.outliers.corruptions:
-            if getattr(CORRUPTIONS.get(name), "requires_rgb", False) and channels != 3:
-                raise ParamsError(
-                    f"params: outliers.corruptions: {name!r} needs RGB images, but dataset {p.dataset!r} "
-                    f"has {channels} channel(s)"
-                )
-    # every corruption's knobs (defaults included) against the InD images it will corrupt
+
+
+def _check_ood_sets_against_dataset(p: Params) -> None:
+    for name in p.ood.sets:
+        OOD_SETS.get(name).check_ood_for(name, p.dataset)
+
+
+def _check_distill(p: Params) -> None:
+    """Every method section parses (a typo fails even when another method is chosen), and the chosen
+    method fits the ipc, experts.epochs and network.norm."""
+    unknown = sorted(set(p.distill) - set(METHODS.names()))
+    if unknown:
+        raise ParamsError(f"params: distill: unknown method section(s) {', '.join(unknown)}; valid: {', '.join(METHODS.names())}")
+    for name in p.distill:
+        p.method_config(name)
+    p.method_config().check(ipc=p.ipc, experts_epochs=p.experts.epochs, norm=p.network.norm)
+
+
+def _check_corruptions(p: Params) -> None:
+    """The corruptions against the InD images they will corrupt (read for a user's own data): RGB ones
+    need 3 channels, every knob (defaults included) must fit the images, and a mixing corruption needs
+    batches of two."""
     used = p.outliers.corruptions if p.outliers.source == "poe" else ()
+    channels = p.dataset_info.channels
+    for name in used:
+        if getattr(CORRUPTIONS.get(name), "requires_rgb", False) and channels != 3:
+            raise ParamsError(
+                f"params: outliers.corruptions: {name!r} needs RGB images, but dataset {p.dataset!r} has {channels} channel(s)"
+            )
     shape = p.ind_shape()
     for name in dict.fromkeys([*p.outliers.options, *used]):
         make(CORRUPTIONS, name, p.outliers.options.get(name), shape=shape)
         low = CORRUPTIONS.get(name).min_batch
         if name in used and 0 < p.outliers.per_type < low:
             raise invalid("outliers.per_type", p.outliers.per_type, f"0 or >= {low}: {name!r} pairs images of a batch")
-    _validate_evaluate(p)
-    info = p.dataset_info
-    if p.data.train_limit and p.data.train_limit < p.ipc * info.num_classes:
-        raise ParamsError(
-            f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * info.num_classes}"
-        )
+
+
+def _check_scores(p: Params) -> None:
+    """Every score's options against the size of the set to evaluate: ipc x classes for the pipeline's own
+    set; a set made elsewhere is read now (memory-mapped), not after the upstream stages ran."""
+    e, spec = p.evaluate, p.net_spec()
+    size = p.ipc * spec.num_classes
+    if os.path.normpath(e.set) != os.path.normpath(EvalConfig.set):
+        try:
+            shape = (spec.channels, spec.image_size, spec.image_size)
+            size = load_distilled(e.set, None, shape, spec.num_classes, mmap=True).set.x_in.shape[0]
+        except DistilledSetError as err:
+            raise ParamsError(f"params: {err}") from None
+    for name in dict.fromkeys([*e.scores, *e.score_options]):
+        make(SCORES, name, e.score_options.get(name), num_train=size)
+
+
+def _check_train_limit(p: Params) -> None:
+    classes = p.dataset_info.num_classes
+    if p.data.train_limit and p.data.train_limit < p.ipc * classes:
+        raise ParamsError(f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * classes}")
+
+
+def _check_network_fits(p: Params) -> None:
     try:
         p.net_spec().build()  # e.g. a depth that pools the images to nothing
     except ValueError as err:
         raise ParamsError(f"params: {err} (dataset {p.dataset!r} at {p.ind_shape()[-1]}px)") from None
-    return p
-
-
-def _validate_ood(o: OODParams) -> None:
-    names = list(o.sets)
-    for i, u in enumerate(o.user):
-        key = f"ood.user[{i}]"
-        if not u.name:
-            raise invalid(f"{key}.name", u.name, "a non-empty name for the set")
-        if u.name in RESERVED:
-            raise invalid(f"{key}.name", u.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
-        if u.format not in USER_FORMATS:
-            raise invalid(f"{key}.format", u.format, f"one of {', '.join(USER_FORMATS)}")
-        if not u.path:
-            raise invalid(f"{key}.path", u.path, "the folder of images or the .npy file to read")
-        if u.group not in ("",) + GROUP_NAMES:
-            raise invalid(f"{key}.group", u.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
-        names.append(u.name)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ParamsError(f"params: ood: set name(s) {', '.join(repeated)} used twice; every OOD set needs its own name")
-    if not names:
-        raise invalid("ood.sets", [], "at least one OOD set (built-in in ood.sets, or your own in ood.user)")
-    for name in o.optional:
-        if name not in o.sets:
-            raise invalid("ood.optional", name, f"one of the sets in ood.sets ({', '.join(o.sets)}); ood.user entries "
-                        "take optional: true")
-    for name, group in o.groups.items():
-        if name not in names:
-            raise invalid(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
-        if group not in GROUP_NAMES:
-            raise invalid(f"ood.groups.{name}", group, f"one of {', '.join(GROUP_NAMES)}")
-
-
-def _validate_evaluate(p: Params) -> None:
-    e = p.evaluate
-    if not e.architectures:
-        raise invalid("evaluate.architectures", [], f"at least one of {', '.join(NETWORKS.names())}")
-    for name in e.architectures:
-        if name not in NETWORKS:
-            raise invalid("evaluate.architectures", name, f"one of {', '.join(NETWORKS.names())}")
-    if not e.scores:
-        raise invalid("evaluate.scores", [], f"at least one of {', '.join(SCORES.names())}")
-    for name in e.score_options:
-        if name not in SCORES:
-            raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
-    if not e.set:
-        raise invalid("evaluate.set", e.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
-    spec = p.net_spec()
-    size = p.ipc * spec.num_classes  # the pipeline's own set: its size is known now
-    if os.path.normpath(e.set) != os.path.normpath(EvalConfig.set):  # a set made elsewhere: read now (memory-mapped),
-        try:  # not after the upstream stages ran
-            shape = (spec.channels, spec.image_size, spec.image_size)
-            loaded = load_distilled(e.set, None, shape, spec.num_classes, mmap=True)
-        except DistilledSetError as err:
-            raise ParamsError(f"params: {err}") from None
-        size = loaded.set.x_in.shape[0]
-    for name in set(e.scores) | set(e.score_options):
-        make(SCORES, name, e.score_options.get(name), num_train=size)
-    at_least("evaluate.full_data_epochs", e.full_data_epochs, 0)
-    if not e.baseline_lr > 0:
-        raise invalid("evaluate.baseline_lr", e.baseline_lr, "a number > 0")
 
 
 def params_from_dict(raw: dict) -> Params:

@@ -30,10 +30,10 @@ from trustdd.evaluation.metrics import (
     roc_points,
     summarize_ood,
 )
-from trustdd.nn.networks import NetSpec, init_network
+from trustdd.nn.networks import NETWORKS, NetSpec, init_network
 from trustdd.runtime import generator
 from trustdd.evaluation.scores import SCORES, Probe, Score
-from trustdd.options import make
+from trustdd.options import ParamsError, at_least, invalid, make
 from trustdd.nn.training import TrainConfig, seed_from, train_network
 from trustdd.workers import run_jobs
 
@@ -57,6 +57,34 @@ class EvalConfig:
     random_baseline: bool = True  # also train on a random real subset of the same size
     baseline_lr: float = 0.01  # lr for the baselines (real images have no learned lr): the DD protocol's
     full_data_epochs: int = 0  # > 0: also train on the whole InD train set for this many epochs (the ceiling)
+
+    def check(self) -> None:
+        """The section's own rules, before any data is read; raises ParamsError naming ``evaluate.<key>``, the
+        value and what is valid. Each score's options are checked here without context, and again by the
+        params check against the size of the set to evaluate (knn's k)."""
+        for key in ("num_eval", "epochs", "batch_size"):
+            at_least(f"evaluate.{key}", getattr(self, key), 1)
+        if isinstance(self.lr, str) and self.lr != "learned":
+            raise invalid("evaluate.lr", self.lr, "a number or 'learned'")
+        if not self.architectures:
+            raise invalid("evaluate.architectures", [], f"at least one of {', '.join(NETWORKS.names())}")
+        for name in self.architectures:
+            if name not in NETWORKS:
+                raise invalid("evaluate.architectures", name, f"one of {', '.join(NETWORKS.names())}")
+        for name in self.scores:
+            SCORES.get(name)
+        if not self.scores:
+            raise invalid("evaluate.scores", [], f"at least one of {', '.join(SCORES.names())}")
+        for name in self.score_options:
+            if name not in SCORES:
+                raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
+        for name in dict.fromkeys([*self.scores, *self.score_options]):
+            make(SCORES, name, self.score_options.get(name))
+        if not self.set:
+            raise invalid("evaluate.set", self.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
+        at_least("evaluate.full_data_epochs", self.full_data_epochs, 0)
+        if not self.baseline_lr > 0:
+            raise invalid("evaluate.baseline_lr", self.baseline_lr, "a number > 0")
 
     def lr_for(self, s: TrainingSet, arch: str, home: str) -> float:
         """The lr for training ``arch`` on ``s``. A learned lr belongs to the net the set was distilled with
