@@ -58,7 +58,8 @@ def measure(shape: str, memory: str, syn_steps: int, iterations: int, device: st
     )
     method = TrajectoryMatching(
         iterations=iterations, syn_steps=syn_steps, expert_epochs=1, max_start_epoch=2, lr_img=100,
-        lr_lr=1e-5, lr_init=0.01, batch_syn=s["batch_syn"], memory=memory, chunk=chunk, log_every=iterations,
+        lr_lr=1e-5, lr_init=0.01, batch_syn=s["batch_syn"], init="random", memory=memory, chunk=chunk,
+        log_every=iterations,
     )
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

@@ -16,11 +16,10 @@ import pytest
 import torch
 import yaml
 from helpers import apply_overrides
-from test_mtt import _random_experts, make_task
+from test_mtt import _random_experts, make_task, mtt
 from test_pipeline import TINY, _merge, run
 
 from trustdd import distributed
-from trustdd.distill.methods import TrajectoryMatching
 from trustdd.distributed import SINGLE, Group, RankFailedError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -146,18 +145,17 @@ def test_two_ranks_distill_what_one_process_averaging_their_trajectories_distill
     out = tmp_path / "ranks.pt"
     script = _script(tmp_path, f"""
         sys.path.insert(0, {str(PROJECT / "tests")!r})
-        from test_mtt import _random_experts, make_task
-        from trustdd.distill.methods import TrajectoryMatching
+        from test_mtt import _random_experts, make_task, mtt
         task = make_task(ipc=2, pool=12, experts=_random_experts())
         task.group = group
-        r = TrajectoryMatching(**{options!r}).run(task)
+        r = mtt(**{options!r}).run(task)
         if group.is_main:
             torch.save({{"x_in": r.x_in, "x_out": r.x_out, "lr": r.lr, "y_soft": r.y_soft, "history": r.history}}, out)
     """)
     distributed.launch(2, argv=[str(script), str(out)])
     ranks = torch.load(out)
-    one = TrajectoryMatching(**options).run(make_task(ipc=2, pool=12, experts=_random_experts()))
-    plain = TrajectoryMatching(**{**options, "trajectories": 1}).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    one = mtt(**options).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    plain = mtt(**{**options, "trajectories": 1}).run(make_task(ipc=2, pool=12, experts=_random_experts()))
     for key in ("x_in", "x_out") + (("y_soft",) if options.get("labels") else ()):
         assert torch.allclose(ranks[key], getattr(one, key), atol=1e-5), key
         assert not torch.allclose(ranks[key], getattr(plain, key), atol=1e-3), f"{key}: one trajectory would do as well"

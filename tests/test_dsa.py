@@ -103,7 +103,7 @@ def test_result_format_shapes_and_determinism():
 
 def test_no_outliers_is_plain_dsa_and_ipc_1_uses_the_published_one_step_schedule():
     task = make_task(ipc=1, pool=0)
-    method = GradientMatching(iterations=2, batch_real=4)
+    method = GradientMatching(iterations=2, outer_loop=0, inner_loop=0, batch_real=4)  # 0, 0: the published loops
     assert method.loops(1) == (1, 1)
     result = method.run(task)
     assert result.x_in.shape == (3, 1, 8, 8) and result.x_out.shape == (0, 1, 8, 8)
@@ -111,12 +111,14 @@ def test_no_outliers_is_plain_dsa_and_ipc_1_uses_the_published_one_step_schedule
 
 
 def test_published_schedule_and_overrides():
-    assert GradientMatching().loops(10) == (10, 50)
-    assert GradientMatching().loops(50) == (50, 10)
-    assert GradientMatching(outer_loop=3).loops(10) == (3, 50)
+    published = GradientMatching(outer_loop=0, inner_loop=0)
+    assert published.loops(10) == (10, 50)
+    assert published.loops(50) == (50, 10)
+    assert GradientMatching(outer_loop=3, inner_loop=0).loops(10) == (3, 50)
     assert GradientMatching(outer_loop=3, inner_loop=4).loops(7) == (3, 4)
+    assert GradientMatching().loops(7) == (10, 10)  # params.yaml's explicit loops
     with pytest.raises(ValueError, match=r"no published schedule for ipc=7"):
-        GradientMatching().loops(7)
+        published.loops(7)
 
 
 def test_blockwise_blocks_draw_from_one_kind_and_uniform_from_all():

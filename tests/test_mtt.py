@@ -10,6 +10,13 @@ from trustdd.distill.mtt import Student, StudentStep, constant_memory_gradients,
 from trustdd.nn.networks import NetSpec, flat_params, init_network, unflatten_params
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)
+# The options these tests were written against: MTT's own defaults, not params.yaml's CPU default (the
+# dataclass's); a test passes what it varies.
+MTT = dict(iterations=200, expert_epochs=2, max_start_epoch=4, lr_img=100.0, lr_lr=1e-5, lr_init=0.01, batch_syn=0, init="random")
+
+
+def mtt(**options) -> TrajectoryMatching:
+    return TrajectoryMatching(**{**MTT, **options})
 
 
 class FakeExperts:
@@ -50,11 +57,11 @@ def test_student_that_lands_on_the_target_has_zero_loss():
     grad = torch.autograd.grad(F.cross_entropy(logits, task.real_y), theta0)[0]
     target = (theta0 - 0.05 * grad).detach()
     task.experts = FakeExperts([torch.stack([theta0.detach(), target])])
-    method = TrajectoryMatching(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1, lr_init=0.05, dsa=False)
+    method = mtt(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1, lr_init=0.05, dsa=False)
     result = method.run(task)
     assert result.history[0]["loss"] == pytest.approx(0.0, abs=1e-8)
     # ... and a student lr off by a factor 2 lands halfway: loss (1/2)^2 relative to a unit step
-    off = TrajectoryMatching(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1, lr_init=0.025, dsa=False)
+    off = mtt(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1, lr_init=0.025, dsa=False)
     assert off.run(task).history[0]["loss"] == pytest.approx(0.25, rel=1e-4)
 
 
@@ -66,7 +73,7 @@ def _random_experts(num=2, epochs=3):
 
 
 def test_trustdd_mtt_shapes_lr_and_determinism():
-    method = TrajectoryMatching(iterations=3, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, log_every=1)
+    method = mtt(iterations=3, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, log_every=1)
     a = method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
     b = method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
     assert a.x_in.shape == (6, 1, 8, 8) and a.x_out.shape == (6, 1, 8, 8)
@@ -81,13 +88,13 @@ def test_trustdd_mtt_shapes_lr_and_determinism():
 def test_outlier_blocks_follow_corruption_kinds():
     task = make_task(ipc=2, pool=12, experts=_random_experts())
     task.pool_x = task.pool_kind.float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()  # pixel value = kind
-    result = TrajectoryMatching(iterations=0, max_start_epoch=1, expert_epochs=1).run(task)
+    result = mtt(iterations=0, max_start_epoch=1, expert_epochs=1).run(task)
     kinds = result.x_out[:, 0, 0, 0].tolist()
     assert kinds == [0, 0, 1, 1, 0, 0]  # block c (ipc images) comes from kind c mod 2
 
 
 def test_plain_mtt_without_outliers():
-    result = TrajectoryMatching(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1).run(
+    result = mtt(iterations=1, syn_steps=1, expert_epochs=1, max_start_epoch=1).run(
         make_task(ipc=2, pool=0, experts=_random_experts())
     )
     assert result.x_out.shape[0] == 0
@@ -95,11 +102,11 @@ def test_plain_mtt_without_outliers():
 
 def test_start_epoch_bound_is_checked():
     # snapshots 0..3: the latest target reachable is start (<= max_start_epoch - 1) + expert_epochs <= 3
-    TrajectoryMatching(iterations=1, syn_steps=1, max_start_epoch=2, expert_epochs=2).run(
+    mtt(iterations=1, syn_steps=1, max_start_epoch=2, expert_epochs=2).run(
         make_task(experts=_random_experts(epochs=3))
     )
     with pytest.raises(ValueError, match=r"distill.mtt.max_start_epoch \(3\) \+ distill.mtt.expert_epochs \(2\) must be <= experts.epochs \+ 1 \(4\)"):
-        TrajectoryMatching(max_start_epoch=3, expert_epochs=2).run(make_task(experts=_random_experts(epochs=3)))
+        mtt(max_start_epoch=3, expert_epochs=2).run(make_task(experts=_random_experts(epochs=3)))
 
 
 def test_kmeans_medoids_pick_one_image_per_cluster():
@@ -119,12 +126,12 @@ def test_kmeans_init_draws_from_real_images():
     task = make_task(ipc=2, pool=12, experts=_random_experts())
     task.real_x = torch.randn(30, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     task.real_y = torch.arange(3).repeat_interleave(10)
-    result = TrajectoryMatching(iterations=0, max_start_epoch=1, expert_epochs=1, init="kmeans").run(task)
+    result = mtt(iterations=0, max_start_epoch=1, expert_epochs=1, init="kmeans").run(task)
     assert result.y_in.tolist() == [0, 0, 1, 1, 2, 2]
     for img, label in zip(result.x_in, result.y_in):
         assert any(torch.equal(img, r) for r in task.real_x[task.real_y == label])
     with pytest.raises(ValueError, match="distill.mtt.init: unknown value 'herd'; valid choices: random, kmeans"):
-        TrajectoryMatching(init="herd").run(task)
+        mtt(init="herd").run(task)
 
 
 def _student_gradients(mode, augment, with_outliers=True, chunk=0, steps=4, dtype=torch.float32, soft=False):
@@ -175,8 +182,8 @@ def test_constant_memory_without_outliers_equals_unrolled_in_float32():
 
 def test_mtt_runs_are_equal_in_both_memory_modes():
     kwargs = dict(iterations=3, syn_steps=3, expert_epochs=1, max_start_epoch=2, lr_img=10.0, lr_lr=1e-3, log_every=2)
-    a = TrajectoryMatching(**kwargs).run(make_task(ipc=2, pool=12, experts=_random_experts()))
-    b = TrajectoryMatching(memory="constant", chunk=4, **kwargs).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    a = mtt(**kwargs).run(make_task(ipc=2, pool=12, experts=_random_experts()))
+    b = mtt(memory="constant", chunk=4, **kwargs).run(make_task(ipc=2, pool=12, experts=_random_experts()))
     torch.testing.assert_close(b.x_in, a.x_in, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b.x_out, a.x_out, rtol=1e-4, atol=1e-5)
     assert b.lr == pytest.approx(a.lr, rel=1e-5)
@@ -191,7 +198,7 @@ def test_mtt_runs_are_equal_in_both_memory_modes():
 )
 def test_bad_memory_options_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
-        TrajectoryMatching(**kwargs).check(ipc=2, experts_epochs=8)
+        mtt(**kwargs).check(ipc=2, experts_epochs=8)
 
 
 def test_loss_log_records_window_means():
@@ -210,7 +217,7 @@ def test_loss_log_records_window_means():
 def test_soft_labels_start_from_the_experts_and_are_kept_with_the_result(labels):
     experts = _random_experts()
     kwargs = dict(iterations=3, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=10.0, labels=labels, lr_label=5.0)
-    result = TrajectoryMatching(**kwargs).run(make_task(ipc=2, pool=12, experts=experts))
+    result = mtt(**kwargs).run(make_task(ipc=2, pool=12, experts=experts))
     assert result.y_soft.shape == (6, 3) and result.start.y_soft.shape == (6, 3)
     torch.testing.assert_close(result.y_soft.sum(1), torch.ones(6))
     # the start is the softmax of the experts' mean final logits on the starting images
@@ -221,18 +228,18 @@ def test_soft_labels_start_from_the_experts_and_are_kept_with_the_result(labels)
         assert torch.equal(result.y_soft, result.start.y_soft)  # fixed (TESLA)
     else:
         assert not torch.allclose(result.y_soft, result.start.y_soft)  # learned (DATM)
-    assert TrajectoryMatching(iterations=1, max_start_epoch=1, expert_epochs=1).run(make_task(ipc=2, experts=experts)).y_soft is None
+    assert mtt(iterations=1, max_start_epoch=1, expert_epochs=1).run(make_task(ipc=2, experts=experts)).y_soft is None
 
 
 def test_bad_label_options_name_the_key():
     with pytest.raises(ValueError, match="distill.mtt.labels"):
-        TrajectoryMatching(labels="teacher").check(ipc=2, experts_epochs=8)
+        mtt(labels="teacher").check(ipc=2, experts_epochs=8)
     with pytest.raises(ValueError, match="distill.mtt.lr_label"):
-        TrajectoryMatching(labels="learned", lr_label=0).check(ipc=2, experts_epochs=8)
+        mtt(labels="learned", lr_label=0).check(ipc=2, experts_epochs=8)
 
 
 def test_a_diverging_distillation_stops_with_a_message_naming_the_keys():
-    method = TrajectoryMatching(iterations=5, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=1e30, lr_lr=1e30)
+    method = mtt(iterations=5, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=1e30, lr_lr=1e30)
     with pytest.raises(FloatingPointError, match="distill.mtt: the matching loss became nan at iteration .*lr_img, lr_lr"):
         method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
 

@@ -1,3 +1,5 @@
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -6,7 +8,9 @@ import yaml
 from helpers import apply_overrides
 
 from trustdd.data.datasets import DataNotFoundError
-from trustdd.params import ParamsError, load_params
+from trustdd.distill.methods import METHODS
+from trustdd.options import build, option_names
+from trustdd.params import Params, ParamsError, load_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +26,31 @@ def test_project_params_are_valid():
     p = load_params(PROJECT / "params.yaml")
     assert p.method_config().iterations >= 0
     assert p.net_spec().num_classes == 10
+
+
+def _option_keys(cls: type, data: dict, key: str = "") -> list[str]:
+    """Where ``data`` (a section of params.yaml) and the options of ``cls`` differ: keys missing from
+    params.yaml (hidden options) and keys no option has (stale ones), in its sections too."""
+    names, hints = option_names(cls), typing.get_type_hints(cls)
+    problems = [f"hidden: {key}{k}" for k in names if k not in data] + [f"stale: {key}{k}" for k in data if k not in names]
+    for k in names:
+        if dataclasses.is_dataclass(hints[k]) and k in data:
+            problems += _option_keys(hints[k], data[k], f"{key}{k}.")
+    return problems
+
+
+def test_params_yaml_lists_every_option_at_its_default():
+    """No hidden option and no stale key: params.yaml's keys are the fields of the params dataclasses and
+    of every method's, and its values are their defaults (what a key left out means)."""
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    problems = _option_keys(Params, raw)
+    assert sorted(raw["distill"]) == sorted(METHODS.names())
+    for name in METHODS.names():
+        problems += _option_keys(METHODS.get(name), raw["distill"][name], f"distill.{name}.")
+    assert not problems
+    assert build(Params, raw) == Params()
+    for name in METHODS.names():
+        assert build(METHODS.get(name), raw["distill"][name]) == METHODS.get(name)(), name
 
 
 @pytest.mark.parametrize(

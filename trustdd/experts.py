@@ -20,12 +20,14 @@ from trustdd.workers import run_jobs
 
 @dataclass(frozen=True)
 class ExpertConfig:
-    num_experts: int = 4
-    epochs: int = 8
-    lr: float = 0.01
+    """``experts`` in params.yaml; the defaults are params.yaml's (the CPU default)."""
+
+    num_experts: int = 2
+    epochs: int = 6
+    lr: float = 0.05
     momentum: float = 0.0  # MTT's experts use none; momentum reaches good experts in fewer epochs on a CPU budget
-    batch_size: int = 256
-    outlier_ratio: float = 0.5  # outlier images per InD image in each batch (only when a pool exists)
+    batch_size: int = 128
+    outlier_ratio: float = 1.0  # outlier images per InD image in each batch (only when a pool exists)
 
     def check(self) -> None:
         """The section's own rules; raises ParamsError naming ``experts.<key>``, the value and what is valid."""

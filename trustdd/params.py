@@ -22,19 +22,20 @@ from trustdd.nn.networks import NETWORKS, NORMS, NetSpec
 from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
 from trustdd.outliers.pool import OEConfig
 from trustdd.outliers.sources import OE_FORMATS, SOURCES
-from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make
+from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make, option_names
 from trustdd.runtime import resolve_device
 from trustdd.evaluation.scores import SCORES
 
 
 @dataclass(frozen=True)
 class DataParams:
-    """``data``. Every section's ``check`` raises ParamsError naming the key, the value and what is valid."""
+    """``data``. Every section's defaults are params.yaml's values (tests/test_params.py checks it), and its
+    ``check`` raises ParamsError naming the key, the value and what is valid."""
 
     root: str = "data/raw"  # the environment variable TRUSTDD_DATA_ROOT overrides it
     download: bool = False
     image_size: int = 0  # side of the InD images; 0 = the dataset's own (128 for the ImageNet subsets); imagefolder needs one
-    train_limit: int = 0  # cap on the InD train set, balanced over classes; 0 = the whole set
+    train_limit: int = 12000  # cap on the InD train set, balanced over classes; 0 = the whole set
     zca: bool = False  # ZCA-whiten every network input (fitted on the InD train set)
     zca_reg: float = 0.1  # added to the covariance eigenvalues before whitening (MTT's value)
     verify: bool = True  # false: use files whose md5 is not the official one (warned, md5s recorded in ind.pt)
@@ -100,7 +101,7 @@ class NetworkParams:
     """``network``: the net the experts, the distillation and evaluation's ``convnet`` use."""
 
     name: str = "convnet"
-    width: int = 128
+    width: int = 32  # 128 in the papers
     depth: int = 3
     norm: str = "instance"
 
@@ -120,7 +121,7 @@ class OutlierParams:
 
     source: str = "poe"
     corruptions: tuple[str, ...] = ("jigsaw", "invert", "pixelate", "speckle")
-    per_type: int = 0  # images per corruption type; 0 = as many as InD train images
+    per_type: int = 3000  # images per corruption type; 0 = as many as InD train images
     options: dict = field(default_factory=dict)  # severity knobs per corruption, e.g. {pixelate: {factor: 0.25}}
     mixing: str = "blockwise"  # blockwise | uniform: see trustdd.distill.base.MIXINGS
     oe: OEConfig = OEConfig()  # real outliers, used when source is oe
@@ -145,6 +146,12 @@ class OutlierParams:
         at_least("outliers.per_type", self.per_type, 0)
 
 
+def _method_defaults() -> dict:
+    """``{method: {option: default}}``: ``distill`` when params.yaml leaves it out."""
+    defaults = {name: METHODS.get(name)() for name in METHODS}
+    return {name: {key: getattr(method, key) for key in option_names(type(method))} for name, method in defaults.items()}
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int = 0
@@ -153,14 +160,14 @@ class Params:
     device: str = "auto"
     method: str = "mtt"
     lambda_oe: float = 0.5
-    workers: int = 0  # one-thread processes for the stages that train independent nets (experts, evaluation)
+    workers: int = 2  # one-thread processes for the stages that train independent nets (experts, evaluation)
     parallel: ParallelConfig = ParallelConfig()  # torch.distributed processes of train_experts, distill, evaluate
     data: DataParams = DataParams()
     ood: OODParams = OODParams()
     network: NetworkParams = NetworkParams()
     outliers: OutlierParams = OutlierParams()
     experts: ExpertConfig = ExpertConfig()
-    distill: dict = field(default_factory=dict)  # {method name: its options}, see trustdd.distill.methods
+    distill: dict = field(default_factory=_method_defaults)  # {method name: its options}, see trustdd.distill.methods
     evaluate: EvalConfig = EvalConfig()
 
     def check(self) -> None:
