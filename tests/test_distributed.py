@@ -274,3 +274,17 @@ def test_a_rank_killed_mid_stage_fails_the_stage_and_keeps_the_last_experts(tiny
     assert "error: parallel: rank 1 of 2 failed (killed by SIGKILL (out of memory?)); the other ranks were stopped" in err
     assert not list((tiny / "data").glob(".experts.tmp-*"))  # no partial output
     assert _files(tiny / "data/experts") == _files(tiny / "ref/data/experts")  # the last complete one
+
+
+def test_a_stage_run_as_a_module_is_relaunched_as_that_module(tmp_path):
+    """dvc.yaml runs ``python -m stages.NAME``; the ranks must run the same module (so that the working
+    directory's trustdd stays first on their import path), and a plain script stays a script."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg/__init__.py").write_text("")
+    code = "from trustdd.distributed import this_command\nprint(this_command())\n"
+    (tmp_path / "pkg/stage.py").write_text(code)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{PROJECT}")
+    as_module = subprocess.run([sys.executable, "-m", "pkg.stage", "--x"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert as_module.stdout.strip() == "['-m', 'pkg.stage', '--x']", as_module.stderr
+    as_script = subprocess.run([sys.executable, "pkg/stage.py", "--x"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert as_script.stdout.strip() == "['pkg/stage.py', '--x']", as_script.stderr

@@ -1,4 +1,7 @@
-"""The whole DVC pipeline on a tiny config, in a temporary copy of the project."""
+"""The whole DVC pipeline on a tiny config, in a temporary copy of the project.
+
+The pipeline is reproduced once per module (``built``); every test that changes something works on its
+own copy of it (``project``), so the tests do not depend on each other's order or outcome."""
 
 import json
 import os
@@ -73,7 +76,7 @@ def outs_md5(lock_path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("trustdd")
     for name in ["stages", "trustdd", "dvc.yaml", ".gitignore"]:
         src = PROJECT / name
@@ -90,8 +93,16 @@ def project(tmp_path_factory):
     return root
 
 
-def test_metrics_follow_the_contract(project):
-    metrics = json.loads((project / "metrics/metrics.json").read_text())
+@pytest.fixture
+def project(built, tmp_path):
+    """A fresh copy of the reproduced project (git repository, DVC cache and outputs), for one test."""
+    copy = tmp_path / "trustdd"
+    shutil.copytree(built, copy, symlinks=True)
+    return copy
+
+
+def test_metrics_follow_the_contract(built):
+    metrics = json.loads((built / "metrics/metrics.json").read_text())
     assert set(metrics) == {"distilled", "init", "random", "distilled_minus_init", "distilled_minus_random"}
     row = metrics["distilled"]["convnet"]
     assert set(row) == {"accuracy", "msp", "energy", "knn"}  # the headline; ECE and AUPRs are in ood.json
@@ -104,7 +115,7 @@ def test_metrics_follow_the_contract(project):
         other = metrics[base]["convnet"]["accuracy"]["mean"]
         assert gain["accuracy"]["mean"] == pytest.approx(row["accuracy"]["mean"] - other, abs=1e-3)
         assert gain["accuracy"]["std"] >= 0 and set(gain["msp"]) == {"auroc", "fpr95_in", "fpr95_out"}
-    detail = json.loads((project / "metrics/ood.json").read_text())
+    detail = json.loads((built / "metrics/ood.json").read_text())
     assert detail["groups"] == {"mnist": "near", "textures": "far", "uniform_noise": "far"}
     block = detail["results"]["distilled"]["convnet"]["ood"]["msp"]
     assert set(block) == {"all", "near", "far", "mnist", "textures", "uniform_noise"}
@@ -112,37 +123,37 @@ def test_metrics_follow_the_contract(project):
     assert block["all"]["auroc"]["mean"] == pytest.approx(sum(sets) / 3, abs=1e-3)
     assert block["far"]["auroc"]["mean"] == pytest.approx(sum(sets[1:]) / 2, abs=1e-3)
     assert block["all"]["auroc"] == row["msp"]["auroc"]
-    report = (project / "metrics/report.md").read_text()
+    report = (built / "metrics/report.md").read_text()
     assert "| distilled | convnet | 20 | 4 |" in report and "| random | convnet | 20 | 4 |" in report
     assert "| init | convnet | 20 | 4 |" in report and "## Distilled minus init" in report
 
 
-def test_distill_curve_holds_window_means_and_the_wall_time_stays_out_of_it(project):
+def test_distill_curve_holds_window_means_and_the_wall_time_stays_out_of_it(built):
     import torch
 
-    curve = json.loads((project / "metrics/distill_curve.json").read_text())["distill"]
+    curve = json.loads((built / "metrics/distill_curve.json").read_text())["distill"]
     assert [r["iteration"] for r in curve] == [1, 2, 3] and all(r["iterations"] == 1 for r in curve)
     assert all(set(r) == {"iteration", "iterations", "loss", "lr"} for r in curve)
-    times = json.loads((project / "metrics/timing/distill.json").read_text())["distill"]
+    times = json.loads((built / "metrics/timing/distill.json").read_text())["distill"]
     assert [t["iteration"] for t in times] == [1, 2, 3] and times[-1]["seconds"] >= times[0]["seconds"] >= 0
     # the distilled set carries its starting point, which evaluation trained as `init`
-    d = torch.load(project / "data/distilled/distilled.pt", weights_only=True)
+    d = torch.load(built / "data/distilled/distilled.pt", weights_only=True)
     assert d["init"]["x_in"].shape == d["x_in"].shape and not torch.equal(d["init"]["x_in"], d["x_in"])
     assert d["init"]["lr"] == 0.05
 
 
-def test_stage_outputs_exist(project):
+def test_stage_outputs_exist(built):
     import torch
 
-    distilled = torch.load(project / "data/distilled/distilled.pt", weights_only=True)
+    distilled = torch.load(built / "data/distilled/distilled.pt", weights_only=True)
     assert distilled["x_in"].shape == (20, 1, 28, 28)
     assert distilled["x_out"].shape == (20, 1, 28, 28)
-    assert (project / "data/distilled/images_in.png").exists()
-    assert (project / "data/outliers/preview.png").exists()
-    ood = torch.load(project / "data/ood/ood.pt", weights_only=True)
+    assert (built / "data/distilled/images_in.png").exists()
+    assert (built / "data/outliers/preview.png").exists()
+    ood = torch.load(built / "data/ood/ood.pt", weights_only=True)
     assert {k: v.shape for k, v in ood["images"].items()} == {k: (30, 1, 28, 28) for k in ["mnist", "textures", "uniform_noise"]}
-    assert (project / "data/ood/preview.png").exists()
-    assert len(list((project / "data/experts").glob("expert_*.pt"))) == 2
+    assert (built / "data/ood/preview.png").exists()
+    assert len(list((built / "data/experts").glob("expert_*.pt"))) == 2
 
 
 def test_rerun_does_nothing_and_status_is_clean(project):
@@ -292,7 +303,7 @@ def test_a_failed_evaluation_keeps_the_last_complete_results(project):
     assert "up to date" in run(["dvc", "status"], project)
 
 
-def test_dsa_trains_no_experts_and_writes_the_same_artefact(project):
+def test_dsa_trains_no_experts_and_writes_the_same_artefact_and_mtt_gets_its_experts_back(project):
     import torch
 
     set_params(project, method="dsa", outliers__source="poe")
@@ -306,19 +317,17 @@ def test_dsa_trains_no_experts_and_writes_the_same_artefact(project):
     assert distilled["x_in"].shape == (20, 1, 28, 28) and distilled["x_out"].shape == (20, 1, 28, 28)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert "distill.dsa" in lock["stages"]["distill"]["params"]["params.yaml"]
-
-
-def test_editing_the_other_methods_options_reruns_nothing(project):
-    set_params(project, distill__mtt__iterations=4)
-    out = run(["dvc", "repro"], project)
-    assert stages_run(out) == ["check_params"]  # checked, and its unchanged output reruns nothing else
-
-
-def test_switching_back_to_mtt_restores_experts_from_the_run_cache(project):
-    set_params(project, method="mtt", distill__mtt__iterations=3)
+    # switching back to mtt restores the trained experts from DVC's run cache instead of training them again
+    set_params(project, method="mtt")
     out = run(["dvc", "repro"], project)
     assert "Running stage 'train_experts'" not in out and "Stage 'train_experts' is cached" in out
     assert len(list((project / "data/experts").glob("expert_*.pt"))) == 2
+
+
+def test_editing_the_other_methods_options_reruns_nothing(project):
+    set_params(project, distill__dsa__iterations=4)  # method is mtt: distill tracks distill.mtt only
+    out = run(["dvc", "repro"], project)
+    assert stages_run(out) == ["check_params"]  # checked, and its unchanged output reruns nothing else
 
 
 def test_real_outliers_from_the_embedded_pool(project):

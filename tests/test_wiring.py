@@ -87,14 +87,28 @@ def has_code(path: Path) -> bool:
     return any(not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)) for s in body)
 
 
+def script_of(stage: str) -> Path:
+    """The stage script that ``cmd`` runs: ``python -m stages.NAME`` -> stages/NAME.py."""
+    module = STAGES[stage]["cmd"].split()[-1]
+    return PROJECT / (module.replace(".", "/") + ".py")
+
+
 def covered(path: Path, deps: list[str]) -> bool:
     return any(path == Path(d) or Path(d) in path.parents for d in deps)
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_runs_its_script_as_a_module_from_the_project_root(stage):
+    """``python -m stages.NAME`` puts the working directory first on the import path; ``python stages/NAME.py``
+    would put stages/ there, and import an installed (editable) trustdd from another checkout instead."""
+    assert STAGES[stage]["cmd"].startswith("python -m stages."), STAGES[stage]["cmd"]
+    assert script_of(stage).is_file()
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_module_a_stage_imports_is_one_of_its_deps(stage):
     deps = [d for d in STAGES[stage].get("deps", [])]
-    script = PROJECT / STAGES[stage]["cmd"].split()[-1]
+    script = script_of(stage)
     assert str(script.relative_to(PROJECT)) in deps, f"{stage}: its script is not a dependency"
     missing = sorted(str(p) for p in closure(script) if has_code(p) and not covered(p, deps))
     assert not missing, f"{stage} imports {missing} without depending on them in dvc.yaml"
@@ -103,7 +117,7 @@ def test_every_module_a_stage_imports_is_one_of_its_deps(stage):
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_no_stage_depends_on_a_module_it_does_not_import(stage):
     """A dependency it does not import would rerun the stage for nothing."""
-    script = PROJECT / STAGES[stage]["cmd"].split()[-1]
+    script = script_of(stage)
     used = closure(script)
     code_deps = [d for d in STAGES[stage].get("deps", []) if d.startswith("trustdd")]
     unused = [d for d in code_deps if not any(p == Path(d) or Path(d) in p.parents for p in used)]

@@ -267,6 +267,16 @@ def relaunch(nproc: int, outputs: Sequence[str | Path] = ()) -> bool:
     return True
 
 
+def this_command() -> list[str]:
+    """This process's command line as the interpreter takes it: ``-m stages.<name>`` when run as a module
+    (as dvc.yaml runs the stages: the working directory, and so its ``trustdd``, comes first on the import
+    path of every rank too), else the script and its arguments."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name:
+        return ["-m", spec.name, *sys.argv[1:]]
+    return list(sys.argv)
+
+
 def launch(nproc: int, outputs: Sequence[str | Path] = (), argv: Sequence[str] | None = None) -> None:
     """Run this script (``argv``, default ``sys.argv``) again under torchrun's launcher: ``nproc`` processes
     on this machine, a free local port for the rendezvous, no restarts. Each process runs one thread
@@ -276,7 +286,7 @@ def launch(nproc: int, outputs: Sequence[str | Path] = (), argv: Sequence[str] |
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    argv = list(sys.argv if argv is None else argv)
+    argv = this_command() if argv is None else list(argv)
     threads = os.environ.get("OMP_NUM_THREADS", "1")
     config = LaunchConfig(
         min_nodes=1,
@@ -288,7 +298,7 @@ def launch(nproc: int, outputs: Sequence[str | Path] = (), argv: Sequence[str] |
         max_restarts=0,
         monitor_interval=0.5,
     )
-    print(f"parallel: {argv[0]} on {nproc} processes (torch.distributed, {threads} thread(s) each)",
+    print(f"parallel: {' '.join(argv)} on {nproc} processes (torch.distributed, {threads} thread(s) each)",
           file=sys.stderr, flush=True)
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = threads  # the ranks inherit this process's environment
