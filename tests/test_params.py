@@ -113,7 +113,7 @@ def test_params_yaml_lists_every_option_at_its_default():
         ({"data__zca": True, "data__zca_reg": 0}, r"data.zca_reg: invalid value 0.0; expected a number > 0"),
         ({"ipc": 10, "data__train_limit": 50}, r"data.train_limit: 50 is below ipc x classes = 100"),
         ({"outliers__options": {"pixelate": {"factr": 1}}}, r"unknown key\(s\) outliers.options.pixelate.factr; valid keys: factor"),
-        ({"network__norm": "layer"}, r"network.norm: invalid value 'layer'"),
+        ({"network__norm": "layer"}, r"network.norm: unknown value 'layer'; valid choices: instance, batch, none"),
     ],
 )
 def test_bad_values_name_key_value_and_choices(tmp_path, override, pattern):

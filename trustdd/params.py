@@ -18,7 +18,7 @@ from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.distributed import ParallelConfig
 from trustdd.evaluation.protocol import EvalConfig
 from trustdd.experts import ExpertConfig
-from trustdd.nn.networks import NETWORKS, NORMS, NetSpec
+from trustdd.nn.networks import NETWORKS, NetSpec, check_norm
 from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
 from trustdd.outliers.pool import OEConfig
 from trustdd.outliers.sources import OE_FORMATS, SOURCES
@@ -109,8 +109,7 @@ class NetworkParams:
         """A registered net and norm, and sizes >= 1 (whether the depth fits the images is checked once
         their size is known, by :func:`validate`)."""
         NETWORKS.get(self.name)
-        if self.norm not in NORMS:
-            raise invalid("network.norm", self.norm, f"one of {', '.join(NORMS)}")
+        check_norm(self.norm)
         at_least("network.width", self.width, 1)
         at_least("network.depth", self.depth, 1)
 

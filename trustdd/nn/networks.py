@@ -38,15 +38,20 @@ class NetSpec:
         return NETWORKS.get(self.name)(self)
 
 
+def check_norm(kind: str) -> None:
+    """The rule of ``network.norm`` (the params check and :func:`_norm_layer` apply it)."""
+    if kind not in NORMS:
+        raise ValueError(f"network.norm: unknown value {kind!r}; valid choices: {', '.join(NORMS)}")
+
+
 def _norm_layer(kind: str, channels: int) -> nn.Module:
+    check_norm(kind)
     if kind == "instance":
         # Instance norm with learnable affine, written as GroupNorm(groups = channels) as in the DD papers.
         return nn.GroupNorm(channels, channels, affine=True)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"network.norm: unknown value {kind!r}; valid choices: {', '.join(NORMS)}")
+    return nn.Identity()
 
 
 def _conv_block(in_ch: int, out_ch: int, kernel: int, padding: int, norm: str) -> list[nn.Module]:
