@@ -525,8 +525,7 @@ def test_mnist_gz_with_another_md5_is_unpacked_only_when_verify_is_false(tmp_pat
 
 def test_oe_torchvision_says_which_files_differ_and_which_are_missing(cifar100_root):
     from trustdd.data.image_sources import read_torchvision
-    from trustdd.outliers.pool import OEConfig
-    from trustdd.outliers.sources import PoolRequest, build_pool
+    from trustdd.outliers.sources import OEConfig, PoolRequest, build_pool
 
     root, train_x, _ = cifar100_root
     base = root / "cifar-100-python"

@@ -4,8 +4,7 @@ import torch
 
 from trustdd.data.images import fit_images
 from trustdd.data.image_sources import ImageSourceError
-from trustdd.outliers.pool import OEConfig
-from trustdd.outliers.sources import PoolRequest, build_pool
+from trustdd.outliers.sources import OEConfig, PoolRequest, build_pool
 from trustdd.registry import UnknownChoiceError
 
 

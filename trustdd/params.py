@@ -20,8 +20,7 @@ from trustdd.evaluation.protocol import EvalConfig
 from trustdd.experts import ExpertConfig
 from trustdd.nn.networks import NETWORKS, NetSpec, check_norm
 from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
-from trustdd.outliers.pool import OEConfig
-from trustdd.outliers.sources import OE_FORMATS, SOURCES
+from trustdd.outliers.sources import OE_FORMATS, SOURCES, OEConfig
 from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make, option_names
 from trustdd.runtime import resolve_device
 from trustdd.evaluation.scores import SCORES
