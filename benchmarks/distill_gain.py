@@ -22,14 +22,14 @@ import torch
 import yaml
 
 from trustdd import artifacts
-from trustdd.evaluation import report
+from trustdd.data.ood_sets import OODSets
 from trustdd.data.prepared import Prepared
 from trustdd.distill.methods import DistillTask
-from trustdd.evaluation.training_sets import TrainingSet
+from trustdd.evaluation import report
 from trustdd.evaluation.protocol import evaluate
-from trustdd.data.ood_sets import OODSets
-from trustdd.params import params_from_dict
+from trustdd.evaluation.training_sets import TrainingSet
 from trustdd.experiments.presets import merge
+from trustdd.params import params_from_dict
 from trustdd.runtime import configure_determinism, resolve_device
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trustdd.outliers.corruptions import Pixelate
 from trustdd.data.images import to_uint8
+from trustdd.outliers.corruptions import Pixelate
 
 SHAPES = [(3, 32, 32), (1, 28, 28), (3, 30, 45)]
 FACTORS = [0.2, 0.25, 0.3, 0.5, 0.7]

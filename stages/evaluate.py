@@ -3,13 +3,13 @@
 from pathlib import Path
 
 from trustdd import distributed
-from trustdd.evaluation import report
 from trustdd.cli import run_stage
-from trustdd.data.prepared import Prepared
-from trustdd.outliers.pool import OutlierPool
-from trustdd.evaluation.training_sets import full_data, load_distilled, random_subset
-from trustdd.evaluation.protocol import evaluate
 from trustdd.data.ood_sets import OODSets
+from trustdd.data.prepared import Prepared
+from trustdd.evaluation import report
+from trustdd.evaluation.protocol import evaluate
+from trustdd.evaluation.training_sets import full_data, load_distilled, random_subset
+from trustdd.outliers.pool import OutlierPool
 from trustdd.params import load_params
 from trustdd.runtime import configure_determinism, json_text, write_all
 

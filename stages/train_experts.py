@@ -9,8 +9,8 @@ from pathlib import Path
 from trustdd import distributed
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
-from trustdd.outliers.pool import OutlierPool
 from trustdd.experts import human_bytes, train_experts, write_not_needed
+from trustdd.outliers.pool import OutlierPool
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
+from trustdd.data.images import to_uint8
 from trustdd.options import make
 from trustdd.outliers.corruptions import CORRUPTIONS, Invert, Jigsaw, Pixelate
-from trustdd.data.images import to_uint8
 from trustdd.registry import UnknownChoiceError
 
 PAPER_FOUR = ["jigsaw", "invert", "pixelate", "speckle"]

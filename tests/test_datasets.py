@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cifar_images as _cifar_images
+from conftest import md5
+from conftest import write_pickle as _pickle
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN
 
 from trustdd.data import datasets
 from trustdd.data.datasets import DATASETS, IMAGENET_SUBSETS, DataNotFoundError
 from trustdd.data.image_sources import ImageSourceError, SkippedImagesWarning
-
-from conftest import cifar_images as _cifar_images, md5, write_pickle as _pickle
 
 IDX_NAMES = {
     "train-images-idx3-ubyte": "images",

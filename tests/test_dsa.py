@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.methods import DistillTask, GradientMatching, gradient_distance, initial_sets, matching_loss
 from trustdd.distill.dsa import _ce_to, set_matching_loss
+from trustdd.distill.methods import DistillTask, GradientMatching, gradient_distance, initial_sets, matching_loss
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.nn.losses import oe_loss
 from trustdd.nn.networks import NetSpec, init_network
 

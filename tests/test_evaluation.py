@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from trustdd.evaluation import report
 from trustdd.data.images import InputTransform
-from trustdd.evaluation.training_sets import DistilledSetError, TrainingSet, full_data, load_distilled, random_subset
+from trustdd.evaluation import report
 from trustdd.evaluation.protocol import EvalConfig, check, evaluate
+from trustdd.evaluation.training_sets import DistilledSetError, TrainingSet, full_data, load_distilled, random_subset
 from trustdd.nn.networks import NetSpec
 
 SHAPE = (1, 8, 8)

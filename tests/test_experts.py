@@ -5,8 +5,8 @@ import torch
 
 from trustdd.experts import ExpertBuffer, ExpertConfig, expert_path, train_experts
 from trustdd.nn.networks import NetSpec, flat_params, init_network
-from trustdd.runtime import generator
 from trustdd.nn.training import seed_from
+from trustdd.runtime import generator
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=2, width=4, depth=1)
 

@@ -13,9 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from trustdd.experiments import exp_show
-from trustdd.experiments import grid
-from trustdd.experiments import results
+from trustdd.experiments import exp_show, grid, results
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR100, SVHN, FakeData, Places365
 
-from trustdd.data import image_sources
-from trustdd.data import ood_sets
+from trustdd.data import image_sources, ood_sets
 from trustdd.data.image_sources import (
     EMBEDDED_OE_IMAGES,
     ImageSourceError,

@@ -3,10 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.methods import DistillTask, TrajectoryMatching, kmeans_medoids, trajectory_matching_loss
 from trustdd.distill.base import LossLog
+from trustdd.distill.methods import DistillTask, TrajectoryMatching, kmeans_medoids, trajectory_matching_loss
 from trustdd.distill.mtt import Student, StudentStep, constant_memory_gradients, unrolled_gradients
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.nn.networks import NetSpec, flat_params, init_network, unflatten_params
 
 SPEC = NetSpec("convnet", channels=1, image_size=8, num_classes=3, width=4, depth=1)

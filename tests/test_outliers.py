@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from trustdd.data.images import fit_images
 from trustdd.data.image_sources import ImageSourceError
+from trustdd.data.images import fit_images
 from trustdd.outliers.sources import OEConfig, PoolRequest, build_pool
 from trustdd.registry import UnknownChoiceError
 

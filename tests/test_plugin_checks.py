@@ -11,13 +11,12 @@ import torch
 import yaml
 from helpers import apply_overrides
 
-from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.distill.methods import METHODS
-from trustdd.outliers.sources import PoolRequest, build_pool
-from trustdd.options import build
-from trustdd.params import ParamsError, params_from_dict
 from trustdd.evaluation.scores import SCORES
-from trustdd.options import make
+from trustdd.options import build, make
+from trustdd.outliers.corruptions import CORRUPTIONS
+from trustdd.outliers.sources import PoolRequest, build_pool
+from trustdd.params import ParamsError, params_from_dict
 
 PROJECT = Path(__file__).resolve().parents[1]
 

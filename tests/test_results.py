@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trustdd.experiments import exp_show
-from trustdd.experiments import results
+from trustdd.experiments import exp_show, results
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAVED = PROJECT / "tests" / "data" / "exp_show_tiny.json"

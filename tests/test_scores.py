@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trustdd.evaluation.scores import SCORES, KNN, Probe
+from trustdd.evaluation.scores import KNN, SCORES, Probe
 from trustdd.options import make
 
 

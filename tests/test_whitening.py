@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from trustdd.data.datasets import DATASETS, Split
 from trustdd.data.images import InputTransform
 from trustdd.data.prepared import Prepared, prepare
-from trustdd.data.datasets import DATASETS, Split
 from trustdd.data.whitening import ZCA
 
 

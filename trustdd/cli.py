@@ -7,9 +7,9 @@ from typing import Callable
 
 from trustdd.artifacts import ArtifactError
 from trustdd.data.datasets import DataNotFoundError
-from trustdd.evaluation.training_sets import DistilledSetError
-from trustdd.distributed import ParallelSetupError, RankFailedError
 from trustdd.data.image_sources import ImageSourceError
+from trustdd.distributed import ParallelSetupError, RankFailedError
+from trustdd.evaluation.training_sets import DistilledSetError
 from trustdd.params import ParamsError
 
 USER_ERRORS = (

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from trustdd import artifacts
-from trustdd.nn.augment import DSA
 from trustdd.distributed import SINGLE, Group
+from trustdd.nn.augment import DSA
 from trustdd.nn.networks import NetSpec, flat_params, init_network
+from trustdd.nn.training import TrainConfig, predict_logits, seed_from, train_network
 from trustdd.options import at_least
 from trustdd.runtime import generator
-from trustdd.nn.training import TrainConfig, predict_logits, seed_from, train_network
 from trustdd.workers import run_jobs
 
 

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import yaml
 
-from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.data.datasets import DATASETS, DatasetInfo
+from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
 from trustdd.distill.base import check_mixing
 from trustdd.distill.methods import METHODS
-from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.distributed import ParallelConfig
 from trustdd.evaluation.protocol import EvalConfig
+from trustdd.evaluation.scores import SCORES
+from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.experts import ExpertConfig
 from trustdd.nn.networks import NETWORKS, NetSpec, check_norm
-from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
-from trustdd.outliers.sources import OE_FORMATS, SOURCES, OEConfig
 from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make, option_names
+from trustdd.outliers.corruptions import CORRUPTIONS
+from trustdd.outliers.sources import OE_FORMATS, SOURCES, OEConfig
 from trustdd.runtime import resolve_device
-from trustdd.evaluation.scores import SCORES
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST
 from torchvision.datasets.utils import download_and_extract_archive
 
-from trustdd.data.images import fit_images
 from trustdd.data.image_sources import (
     ImageSourceError,
     Mismatch,
@@ -61,9 +60,9 @@ from trustdd.data.image_sources import (
     warn_skipped,
     warnings_logged,
 )
+from trustdd.data.images import fit_images
 from trustdd.registry import Registry
 from trustdd.runtime import tmp_sibling
-
 
 SPLITS = ("train", "test")
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from trustdd.data.images import skimage_image, fit_images, random_crops
+from trustdd.data.images import fit_images, random_crops, skimage_image
 
 CHUNK = 4096  # images converted at once when reading a .npy file
 NAMED_SKIPPED = 5  # skipped files named in the warning

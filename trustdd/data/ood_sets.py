@@ -27,8 +27,8 @@ import torch
 
 from trustdd.artifacts import Artifact
 from trustdd.data import image_sources
-from trustdd.data.images import fit_images, random_crops, skimage_image, to_uint8
 from trustdd.data.datasets import DATASETS, DataNotFoundError
+from trustdd.data.images import fit_images, random_crops, skimage_image, to_uint8
 from trustdd.options import invalid
 from trustdd.registry import Registry
 from trustdd.runtime import generator

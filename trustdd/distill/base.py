@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trustdd.data.prepared import Prepared
 from trustdd.data.images import stratified_subset
+from trustdd.data.prepared import Prepared
 from trustdd.distill.distilled import DistilledSet
 from trustdd.distributed import SINGLE, Group
 from trustdd.experts import ExpertBuffer

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.base import METHODS, Method, DistillTask, LossLog, initial_sets
+from trustdd.distill.base import METHODS, DistillTask, LossLog, Method, initial_sets
 from trustdd.distill.distilled import DistilledSet, StartingSets
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.nn.losses import oe_loss
 from trustdd.nn.networks import init_network
-from trustdd.runtime import generator
 from trustdd.nn.training import TrainConfig, seed_from, train_network
+from trustdd.runtime import generator
 
 # (outer_loop, inner_loop) per ipc, as published with DC/DSA and used by TrustDD's code.
 PUBLISHED_LOOPS: dict[int, tuple[int, int]] = {

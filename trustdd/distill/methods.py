@@ -4,10 +4,10 @@ matching, :mod:`.mtt`) and ``dsa`` (gradient matching, :mod:`.dsa`). A new metho
 
 from trustdd.distill.base import (
     INITS,
-    Method,
     METHODS,
     MIXINGS,
     DistillTask,
+    Method,
     embed,
     initial_sets,
     kmeans_medoids,

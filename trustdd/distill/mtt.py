@@ -23,13 +23,13 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from trustdd.nn.augment import DSA, NoAugment
-from trustdd.distill.base import INITS, METHODS, Method, DistillTask, LossLog, initial_sets
+from trustdd.distill.base import INITS, METHODS, DistillTask, LossLog, Method, initial_sets
 from trustdd.distill.distilled import DistilledSet, StartingSets
+from trustdd.nn.augment import DSA, NoAugment
 from trustdd.nn.losses import oe_loss, trustdd_loss
 from trustdd.nn.networks import unflatten_params
-from trustdd.runtime import generator
 from trustdd.nn.training import seed_from
+from trustdd.runtime import generator
 
 MEMORY = ("unrolled", "constant")
 # hard: class indices. expert (TESLA): fixed soft labels, the experts' mean final logits on the starting images.

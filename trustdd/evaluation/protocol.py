@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trustdd.nn.augment import DSA
-from trustdd.evaluation.training_sets import TrainingSet
 from trustdd.distributed import SINGLE, Group
 from trustdd.evaluation.metrics import (
     METRIC_NAMES,
@@ -30,11 +28,13 @@ from trustdd.evaluation.metrics import (
     roc_points,
     summarize_ood,
 )
-from trustdd.nn.networks import NETWORKS, NetSpec, init_network
-from trustdd.runtime import generator
 from trustdd.evaluation.scores import SCORES, Probe, Score
-from trustdd.options import ParamsError, at_least, invalid, make
+from trustdd.evaluation.training_sets import TrainingSet
+from trustdd.nn.augment import DSA
+from trustdd.nn.networks import NETWORKS, NetSpec, init_network
 from trustdd.nn.training import TrainConfig, seed_from, train_network
+from trustdd.options import ParamsError, at_least, invalid, make
+from trustdd.runtime import generator
 from trustdd.workers import run_jobs
 
 HIST_BINS = 40

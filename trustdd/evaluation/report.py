@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from trustdd.evaluation.protocol import Evaluation
 from trustdd.evaluation.metrics import CONVENTIONS, METRIC_NAMES, mean_std
+from trustdd.evaluation.protocol import Evaluation
 
 CLASSIFICATION = ("accuracy", "ece", "misclassification_auroc")
 # The OOD metrics of the headline and of the gains; the AUPRs are in ood.json.

@@ -39,9 +39,9 @@ from typing import Any
 import yaml
 
 from trustdd.experiments import exp_show
-from trustdd.params import ParamsError, params_from_dict
 from trustdd.experiments.presets import PresetError, flatten, hydra_value, merge
 from trustdd.experiments.presets import load as load_preset
+from trustdd.params import ParamsError, params_from_dict
 
 GRIDS = Path("grids")
 KEYS = ("axes", "set", "preset", "description")

@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from trustdd.experiments import exp_show
-from trustdd.experiments.presets import flatten
 from trustdd.evaluation.metrics import METRIC_NAMES
 from trustdd.evaluation.report import CLASSIFICATION, markdown_table
+from trustdd.experiments import exp_show
+from trustdd.experiments.presets import flatten
 
 SETS = ("distilled", "init", "random", "full")
 SOURCE_ORDER = {"none": 0, "poe": 1, "oe": 2}  # rows: plain DD first, then TrustDD's two outlier sources  # training sets, in the order tables list them
