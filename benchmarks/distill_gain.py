@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from trustdd import artifacts
-from trustdd.data.ood_sets import OODSets
+from trustdd.data.ood import OODSets
 from trustdd.data.prepared import Prepared
 from trustdd.distill.methods import DistillTask
 from trustdd.evaluation import report
@@ -65,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     result = p.method_config().run(DistillTask.from_files(p, device))
     distill_s = time.time() - t0
 
-    prepared = Prepared.from_dict(artifacts.load("data/prepared/ind.pt"))
-    ood = OODSets.from_dict(artifacts.load("data/ood/ood.pt"))
+    prepared = Prepared.load()
+    ood = OODSets.load()
     to_inputs = prepared.transform
     start = result.start
     sets = [

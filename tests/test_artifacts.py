@@ -71,7 +71,7 @@ def test_a_complete_file_with_objects_a_safe_load_refuses_is_not_called_damaged(
 def _examples():
     """One small instance of every artefact class, with every optional field set."""
     from trustdd.data.images import InputTransform
-    from trustdd.data.ood_sets import OODSets
+    from trustdd.data.ood import OODSets
     from trustdd.data.prepared import Prepared
     from trustdd.data.whitening import ZCA
     from trustdd.distill.distilled import DistilledFile, DistilledSet, StartingSets

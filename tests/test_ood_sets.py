@@ -5,7 +5,8 @@ from PIL import Image
 
 from trustdd.data.datasets import DataNotFoundError
 from trustdd.data.image_sources import ImageSourceError
-from trustdd.data.ood_sets import OOD_SETS, DataFiles, OODSets, UserOODSet, build_ood_sets
+from trustdd.data.ood import OODSets
+from trustdd.data.ood_sets import OOD_SETS, DataFiles, UserOODSet, build_ood_sets
 from trustdd.options import ParamsError
 
 SHAPE = (1, 28, 28)

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from trustdd.data.datasets import DATASETS, DatasetInfo
-from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, RESERVED, USER_FORMATS, DataFiles, UserOODSet
+from trustdd.data.ood_sets import GROUP_NAMES, OOD_SETS, DataFiles, UserOODSet
 from trustdd.distill.base import check_mixing
 from trustdd.distill.methods import METHODS
 from trustdd.distributed import ParallelConfig
@@ -63,7 +63,7 @@ class OODParams:
             OOD_SETS.get(name)
         at_least("ood.size", self.size, 1)
         for i, u in enumerate(self.user):
-            _check_user_set(f"ood.user[{i}]", u)
+            u.check(f"ood.user[{i}]")
         names = [*self.sets, *(u.name for u in self.user)]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -79,20 +79,6 @@ class OODParams:
                 raise invalid(f"ood.groups.{name}", group, f"a group for one of the chosen sets: {', '.join(names)}")
             if group not in GROUP_NAMES:
                 raise invalid(f"ood.groups.{name}", group, f"one of {', '.join(GROUP_NAMES)}")
-
-
-def _check_user_set(key: str, u: UserOODSet) -> None:
-    """One entry of ood.user, at ``key`` (``ood.user[i]``)."""
-    if not u.name:
-        raise invalid(f"{key}.name", u.name, "a non-empty name for the set")
-    if u.name in RESERVED:
-        raise invalid(f"{key}.name", u.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
-    if u.format not in USER_FORMATS:
-        raise invalid(f"{key}.format", u.format, f"one of {', '.join(USER_FORMATS)}")
-    if not u.path:
-        raise invalid(f"{key}.path", u.path, "the folder of images or the .npy file to read")
-    if u.group not in ("",) + GROUP_NAMES:
-        raise invalid(f"{key}.group", u.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
 
 
 @dataclass(frozen=True)

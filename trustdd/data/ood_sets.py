@@ -18,17 +18,17 @@ far: MNIST, SVHN, Textures, Places365). ``ood.groups`` overrides any of them. A 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from trustdd.artifacts import Artifact
 from trustdd.data import image_sources
 from trustdd.data.datasets import DATASETS, DataNotFoundError
 from trustdd.data.images import fit_images, random_crops, skimage_image, to_uint8
+from trustdd.data.ood import OODSets
 from trustdd.options import invalid
 from trustdd.registry import Registry
 from trustdd.runtime import generator
@@ -207,36 +207,18 @@ class UserOODSet:
     group: str = ""  # near | far | "" (counted only in the average over all sets)
     optional: bool = False  # a missing path is skipped (and reported) instead of failing
 
-
-@dataclass(frozen=True)
-class OODSets(Artifact):
-    """``data/ood/ood.pt``, written by prepare_ood: ``images`` ``{set: uint8 N x C x H x W}`` in the InD shape,
-    ``groups`` ``{set: near | far}``, and ``skipped`` ``{set: why}`` when optional sets were left out because
-    their files are missing. ``report`` (how each set was read) goes to ``sets.json`` beside it."""
-
-    PATH = Path("data/ood/ood.pt")
-
-    images: dict[str, torch.Tensor]  # uint8 N x C x H x W, InD shape
-    groups: dict[str, str]  # set -> near | far (ungrouped sets are absent)
-    report: dict[str, dict] = field(default_factory=dict)  # set -> {source, images, group, skipped...}
-    skipped: dict[str, str] = field(default_factory=dict)  # optional sets left out because missing -> why
-
-    def to_dict(self) -> dict:
-        return {"images": self.images, "groups": self.groups, **({"skipped": self.skipped} if self.skipped else {})}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OODSets":
-        return cls(d["images"], d["groups"], skipped=d.get("skipped", {}))
-
-    def preview(self, per_set: int = 8) -> torch.Tensor:
-        """The first ``per_set`` images of every non-empty set, one row each (black where a set is
-        smaller), as floats in [0, 1] for ``torchvision.utils.save_image(..., nrow=per_set)``."""
-        rows = []
-        for x in self.images.values():
-            if x.shape[0]:
-                row = x[:per_set].float() / 255.0
-                rows += [row, row.new_zeros(per_set - row.shape[0], *row.shape[1:])]
-        return torch.cat(rows)
+    def check(self, key: str) -> None:
+        """This entry's rules; ``key`` is where it sits (``ood.user[i]``)."""
+        if not self.name:
+            raise invalid(f"{key}.name", self.name, "a non-empty name for the set")
+        if self.name in RESERVED:
+            raise invalid(f"{key}.name", self.name, f"a name other than {', '.join(RESERVED)} (the group averages)")
+        if self.format not in USER_FORMATS:
+            raise invalid(f"{key}.format", self.format, f"one of {', '.join(USER_FORMATS)}")
+        if not self.path:
+            raise invalid(f"{key}.path", self.path, "the folder of images or the .npy file to read")
+        if self.group not in ("",) + GROUP_NAMES:
+            raise invalid(f"{key}.group", self.group, f"one of {', '.join(GROUP_NAMES)}, or empty for no group")
 
 
 def read_user_set(u: UserOODSet, key: str, shape: tuple[int, int, int], size: int, g: torch.Generator):
