@@ -3,7 +3,7 @@
     python benchmarks/parallel.py                          # from the project root, after `dvc repro`
     python benchmarks/parallel.py --nproc 1 2 --iterations 20 --out benchmarks/results/parallel_cpu.jsonl
 
-Each configuration runs the real stage script (``stages/train_experts.py``, ``stages/distill.py``) in a
+Each configuration runs the real stage (``python -m stages.train_experts``, ``stages.distill``) in a
 scratch copy of the project that holds the workspace's prepared data, outlier pool and experts, with
 the workspace's params.yaml changed only as listed. Every process runs the given number of threads
 (OMP_NUM_THREADS; torchrun's ranks inherit it). Reported per configuration:
@@ -71,7 +71,7 @@ def one(args: argparse.Namespace) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), PYTHONPATH=str(root))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, f"stages/{cfg['stage']}.py"], cwd=root, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", f"stages.{cfg['stage']}"], cwd=root, env=env, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{cfg['stage']} with {cfg['changes']} failed:\n{proc.stderr[-3000:]}")
     record = {"seconds": round(time.perf_counter() - start, 1)}

@@ -7,7 +7,8 @@ from torchvision.utils import save_image
 from trustdd import distributed
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
-from trustdd.distill.methods import DistilledFile, DistillTask  # registers every method
+from trustdd.distill.distilled import DistilledFile
+from trustdd.distill.methods import DistillTask  # registers every method
 from trustdd.params import load_params
 from trustdd.runtime import atomic_dir, configure_determinism, json_text, write_all
 
@@ -19,7 +20,7 @@ TIMES = Path("metrics/timing/distill.json")
 def main() -> None:
     p = load_params()
     method = p.method_config()
-    parallel = getattr(method, "parallel", False)  # a method that divides its work over processes says so
+    parallel = method.parallel  # a method that divides its work over processes says so
     if p.parallel.nproc > 1 and not parallel:
         print(f"distill: method {p.method!r} runs on one process (parallel.nproc {p.parallel.nproc} is for "
               "train_experts and evaluate)")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from trustdd import distributed
 from trustdd.cli import run_stage
-from trustdd.data.ood_sets import OODSets
+from trustdd.data.ood import OODSets
 from trustdd.data.prepared import Prepared
 from trustdd.evaluation import report
 from trustdd.evaluation.protocol import evaluate

@@ -69,7 +69,6 @@ def fashion_root(tmp_path, monkeypatch):
     return tmp_path / "root", content
 
 
-
 def assert_message(msg: str, head: str, *parts: str, absent: tuple[str, ...] = ()) -> None:
     """``msg`` starts with ``head``, holds every one of ``parts`` and none of ``absent``."""
     assert msg.startswith(head), msg
@@ -77,6 +76,7 @@ def assert_message(msg: str, head: str, *parts: str, absent: tuple[str, ...] = (
         assert part in msg, (part, msg)
     for part in absent:
         assert part not in msg, (part, msg)
+
 
 def test_fashion_mnist_idx_reader_returns_the_written_images(fashion_root):
     root, content = fashion_root

@@ -173,10 +173,10 @@ EVAL_FILES = ["metrics.json", "ood.json", "report.md", "eval_curves.json", "plot
 
 
 def _stage(root: Path, name: str, fails: bool = False, **changes) -> str:
-    """Run one stage script in ``root`` with params.yaml = the tiny base with ``changes``."""
+    """Run one stage (as dvc.yaml does: ``python -m stages.NAME``) in ``root`` with params.yaml = the tiny base with ``changes``."""
     params = apply_overrides(copy.deepcopy(_tiny_params()), **changes)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return run([sys.executable, f"stages/{name}.py"], root, fails=fails)
+    return run([sys.executable, "-m", f"stages.{name}"], root, fails=fails)
 
 
 def _tiny_params() -> dict:
@@ -261,7 +261,7 @@ def test_a_rank_killed_mid_stage_fails_the_stage_and_keeps_the_last_experts(tiny
     params = apply_overrides(copy.deepcopy(_tiny_params()), parallel__nproc=2, workers=0, experts__epochs=60)
     (tiny / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(tiny))
-    proc = subprocess.Popen([sys.executable, "stages/train_experts.py"], cwd=tiny, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_experts"], cwd=tiny, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tiny / "data").glob(".experts.tmp-*")):  # the ranks are training

@@ -104,6 +104,11 @@ def _truncate(path):
         ),
         (lambda d: torch.save([1, 2], d / "other.pt") or d / "other.pt", r"is not a trustdd distilled set"),
         (
+            lambda d: torch.save({"x_in": torch.zeros(2, *SHAPE), "y_in": torch.zeros(2).long(), "init": {"y_in": torch.zeros(2).long()}},
+                                 d / "part.pt") or d / "part.pt",
+            r"part.pt' is not a complete trustdd distilled set \(KeyError: 'x_in'\); expected the fields of .*DistilledFile",
+        ),
+        (
             lambda d: torch.save({"x_in": torch.zeros(600, *SHAPE)}, d / "cut.pt") or _truncate(d / "cut.pt"),
             r"evaluate.set: .*cut.pt cannot be read \(.*\); it is damaged or truncated: replace it with a complete copy",
         ),

@@ -5,7 +5,7 @@ Every such file has one class that names its path and its fields (``to_dict`` / 
 
 - ``data/prepared/ind.pt``: :class:`trustdd.data.prepared.Prepared` (prepare_data), the InD split and its
   input transform;
-- ``data/ood/ood.pt``: :class:`trustdd.data.ood_sets.OODSets` (prepare_ood), the OOD test sets;
+- ``data/ood/ood.pt``: :class:`trustdd.data.ood.OODSets` (prepare_ood), the OOD test sets;
 - ``data/outliers/pool.pt``: :class:`trustdd.outliers.pool.OutlierPool` (prepare_outliers);
 - ``data/distilled/distilled.pt``: :class:`trustdd.distill.distilled.DistilledFile` (distill), the
   distilled set, with what the method started from and the input transform;
@@ -35,7 +35,8 @@ from trustdd.runtime import tmp_sibling
 
 
 class ArtifactError(RuntimeError):
-    """A file that a stage reads exists but cannot be read (truncated, damaged, or not a torch file)."""
+    """A file that a stage reads exists but cannot be read (truncated, damaged, or not a torch file), or lacks
+    a field of its artefact."""
 
 
 def save(obj: Any, path: str | Path) -> None:
@@ -129,7 +130,7 @@ class Artifact:
         d = load(path, mmap)
         try:
             return cls.from_dict(d)
-        except (KeyError, TypeError, AttributeError, IndexError) as err:
+        except (KeyError, TypeError) as err:  # a field missing, or of another kind (an older or foreign file)
             raise ArtifactError(
                 f"{path} is not a {cls.__name__} file ({type(err).__name__}: {err} in its fields); {restore_hint(path)}"
             ) from None

@@ -278,7 +278,7 @@ def this_command() -> list[str]:
 
 
 def launch(nproc: int, outputs: Sequence[str | Path] = (), argv: Sequence[str] | None = None) -> None:
-    """Run this script (``argv``, default ``sys.argv``) again under torchrun's launcher: ``nproc`` processes
+    """Run this stage (``argv``, default :func:`this_command`) again under torchrun's launcher: ``nproc`` processes
     on this machine, a free local port for the rendezvous, no restarts. Each process runs one thread
     unless OMP_NUM_THREADS says otherwise (as torchrun does). When a process fails the others are
     stopped, the scratch folders of ``outputs`` are removed (the last complete outputs stay), and

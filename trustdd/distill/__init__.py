@@ -3,6 +3,7 @@ outliers) from the InD images, the outlier pool and, for trajectory matching, th
 
 :mod:`.base` holds the protocol every method follows (:class:`~.base.Method`, :class:`~.base.DistillTask`),
 :mod:`.distilled` what a method returns and the distilled-set file, and :mod:`.methods` registers every
-method (``mtt``, ``dsa``) in ``METHODS``. This package imports nothing, so that reading a distilled set
-(evaluation) does not import the methods.
+method (``mtt``, ``dsa``) in ``METHODS``. This package imports nothing itself, so that the code that
+reads a distilled set (evaluation's :mod:`.distilled`) does not import the methods, and editing a method
+does not rerun the evaluate stage (dvc.yaml).
 """

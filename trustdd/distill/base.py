@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -195,13 +195,13 @@ def initial_sets(
     ``init`` is one of :data:`INITS`: a method checks its ``init`` option (``distill.mtt.init``) before it runs."""
     if init == "kmeans":
         if task.experts is None:
-            raise ValueError("distill.init: 'kmeans' needs expert trajectories for its features")
+            raise ValueError("distill.mtt.init: 'kmeans' needs expert trajectories for its features")
         features = embed(task.spec, task.experts.trajectory(0)[-1], task.real_x.cpu())
         pick = kmeans_medoids(features, task.real_y.cpu(), task.ipc, task.seed)
     elif init == "random":
         pick = stratified_subset(task.real_y, task.ipc, g)
     else:  # a caller's bug, not a params value: the methods check their init option first
-        raise AssertionError(f"initial_sets: init {init!r} is not one of {', '.join(INITS)}")
+        raise ValueError(f"initial_sets: unknown init {init!r}; valid: {', '.join(INITS)}")
     x_in, y_in = task.real_x[pick].clone(), task.real_y[pick].clone()
     if task.pool_x.shape[0] == 0:
         return x_in, y_in, task.pool_x[:0].clone()

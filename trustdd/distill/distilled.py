@@ -1,6 +1,7 @@
 """What a distillation method returns (:class:`DistilledSet`, with the :class:`StartingSets` it began
 from) and the file the distill stage writes and evaluation reads, ``data/distilled/distilled.pt``
-(:class:`DistilledFile`). Kept apart from the methods, so that reading a set imports none of them."""
+(:class:`DistilledFile`). Kept apart from the methods, so that the evaluate stage, which reads the set,
+does not depend on them."""
 
 from __future__ import annotations
 

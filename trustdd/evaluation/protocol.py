@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from trustdd.distill.distilled import DistilledFile
 from trustdd.distributed import SINGLE, Group
 from trustdd.evaluation.metrics import (
     METRIC_NAMES,
@@ -43,7 +44,7 @@ IND_LABEL = "InD test"  # the name the InD test set has in plot data
 
 @dataclass(frozen=True)
 class EvalConfig:
-    set: str = "data/distilled/distilled.pt"  # the set to evaluate: distilled.pt, or MTT-style images/labels .pt
+    set: str = str(DistilledFile.PATH)  # the set to evaluate: distilled.pt, or MTT-style images/labels .pt
     num_eval: int = 3
     epochs: int = 300
     lr: float | str = "learned"  # a number, or "learned": the lr the set comes with (MTT learns one)

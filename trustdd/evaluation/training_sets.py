@@ -83,18 +83,13 @@ def load_distilled(
                 "trustdd.distill.distilled.DistilledFile); "
                 "a plain tensor file must be named images*.pt with labels*.pt beside it"
             )
-        f = DistilledFile.from_dict(d)
-        x_out = f.x_out if f.x_out is not None else torch.empty(0, *shape)
-        result = TrainingSet("distilled", f.x_in.float(), f.y_in.long(), x_out.float(), f.lr, str(path), _soft(d, path))
-        _check(result, shape, num_classes, path)
-        init = None
-        if f.init is not None:
-            i = f.init
-            x_out = i.get("x_out", torch.empty(0, *shape))
-            origin = f"the starting point of {path} (before distillation)"
-            init = TrainingSet("init", i["x_in"].float(), i["y_in"].long(), x_out.float(), i.get("lr"), origin, _soft(i, path))
-            _check(init, shape, num_classes, path)
-        return LoadedSet(result, f.transform or transform, f.method, init)
+        try:
+            return _trustdd_set(DistilledFile.from_dict(d), transform, shape, num_classes, path)
+        except (KeyError, TypeError, AttributeError) as err:  # a field missing or of the wrong kind
+            raise DistilledSetError(
+                f"{KEY}: {str(path)!r} is not a complete trustdd distilled set ({type(err).__name__}: {err}); "
+                "expected the fields of trustdd.distill.distilled.DistilledFile"
+            ) from None
     images, labels = _pair(path)
     x = _tensor(images, "images", mmap)
     y = _tensor(labels, "labels", mmap)
@@ -114,12 +109,29 @@ def load_distilled(
     return LoadedSet(result, transform, "external")
 
 
-def _soft(d: dict, path: Path) -> torch.Tensor | None:
-    """The soft labels of a trustdd set (``y_soft``: class probabilities), checked against ``y_in``."""
-    soft = d.get("y_soft")
+def _trustdd_set(
+    f: DistilledFile, transform: InputTransform | None, shape: tuple[int, int, int], num_classes: int, path: Path
+) -> LoadedSet:
+    """The distilled set of a trustdd file and, when it records one, the set it started from."""
+    sets = []
+    for name, part in (("distilled", f.to_dict()), ("init", f.init)):  # the same keys: x_in, y_in, x_out, lr, y_soft
+        if part is None:
+            continue
+        x_out = part.get("x_out")
+        x_out = torch.empty(0, *shape) if x_out is None else x_out
+        origin = str(path) if name == "distilled" else f"the starting point of {path} (before distillation)"
+        s = TrainingSet(name, part["x_in"].float(), part["y_in"].long(), x_out.float(), part.get("lr"), origin,
+                        _soft(part.get("y_soft"), part["y_in"], path))
+        _check(s, shape, num_classes, path)
+        sets.append(s)
+    return LoadedSet(sets[0], f.transform or transform, f.method, sets[1] if len(sets) > 1 else None)
+
+
+def _soft(soft: torch.Tensor | None, y_in: torch.Tensor, path: Path) -> torch.Tensor | None:
+    """A trustdd set's soft labels (``y_soft``: class probabilities), checked against its ``y_in``."""
     if soft is None:
         return None
-    if soft.ndim != 2 or soft.shape[0] != d["y_in"].shape[0]:
+    if soft.ndim != 2 or soft.shape[0] != y_in.shape[0]:
         raise DistilledSetError(f"{KEY}: y_soft in {str(path)!r} has shape {tuple(soft.shape)}; expected one row per image")
     return soft.float()
 
