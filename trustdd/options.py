@@ -122,6 +122,16 @@ class Plugin:
         """Nothing to check (a plug-in without options, or whose every value is valid)."""
 
 
+def check_each(registry: Registry, options: dict, key: str, kind: str) -> None:
+    """``options`` (``key`` in params.yaml, e.g. ``outliers.options``) maps names of ``registry`` to their
+    options: each name must be a registered ``kind`` and each plug-in's options valid (checked without
+    context; the params check runs them again with it)."""
+    for name, values in options.items():
+        if name not in registry:
+            raise ParamsError(f"params: {key}: unknown {kind} {name!r}; valid: {', '.join(registry.names())}")
+        make(registry, name, values)
+
+
 def make(registry: Registry, name: str, options: dict | None = None, **context: Any) -> Any:
     """The plug-in ``name`` of ``registry`` with ``options`` (types checked by :func:`build`, ranges by its
     ``check``, given ``context``). Raises ParamsError naming the key, the value and what is valid."""

@@ -20,7 +20,7 @@ from trustdd.evaluation.scores import SCORES
 from trustdd.evaluation.training_sets import DistilledSetError, load_distilled
 from trustdd.experts import ExpertConfig
 from trustdd.nn.networks import NETWORKS, NetSpec, check_norm
-from trustdd.options import ParamsError, as_params_error, at_least, build, invalid, make, option_names
+from trustdd.options import ParamsError, as_params_error, at_least, build, check_each, invalid, make, option_names
 from trustdd.outliers.corruptions import CORRUPTIONS
 from trustdd.outliers.sources import OE_FORMATS, SOURCES, OEConfig
 from trustdd.runtime import resolve_device
@@ -117,10 +117,7 @@ class OutlierParams:
         SOURCES.get(self.source)
         for name in self.corruptions:
             CORRUPTIONS.get(name)
-        for name, options in self.options.items():
-            if name not in CORRUPTIONS:
-                raise ParamsError(f"params: outliers.options: unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS.names())}")
-            make(CORRUPTIONS, name, options)
+        check_each(CORRUPTIONS, self.options, "outliers.options", "corruption")
         check_mixing(self.mixing)
         OE_FORMATS.get(self.oe.format)
         if self.source == "oe":

@@ -34,7 +34,7 @@ from trustdd.evaluation.training_sets import TrainingSet
 from trustdd.nn.augment import DSA
 from trustdd.nn.networks import NETWORKS, NetSpec, init_network
 from trustdd.nn.training import TrainConfig, seed_from, train_network
-from trustdd.options import ParamsError, at_least, invalid, make
+from trustdd.options import at_least, check_each, invalid, make
 from trustdd.runtime import generator
 from trustdd.workers import run_jobs
 
@@ -76,11 +76,7 @@ class EvalConfig:
             SCORES.get(name)
         if not self.scores:
             raise invalid("evaluate.scores", [], f"at least one of {', '.join(SCORES.names())}")
-        for name in self.score_options:
-            if name not in SCORES:
-                raise ParamsError(f"params: evaluate.score_options: unknown score {name!r}; valid: {', '.join(SCORES.names())}")
-        for name in dict.fromkeys([*self.scores, *self.score_options]):
-            make(SCORES, name, self.score_options.get(name))
+        check_each(SCORES, self.score_options, "evaluate.score_options", "score")
         if not self.set:
             raise invalid("evaluate.set", self.set, "the distilled set to evaluate (default data/distilled/distilled.pt)")
         at_least("evaluate.full_data_epochs", self.full_data_epochs, 0)
