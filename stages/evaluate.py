@@ -11,6 +11,8 @@ from trustdd.evaluation.protocol import evaluate
 from trustdd.evaluation.training_sets import full_data, load_distilled, random_subset
 from trustdd.outliers.pool import OutlierPool
 from trustdd.params import load_params
+from trustdd.platform import PATH as PLATFORM
+from trustdd.platform import current as current_platform
 from trustdd.runtime import configure_determinism, json_text, write_all
 
 METRICS = Path("metrics/metrics.json")
@@ -77,6 +79,7 @@ def evaluate_on(p, group: distributed.Group, device) -> None:
         CURVES: json_text({"train": report.curve_rows(ev)}),
         ROC: json_text({"roc": ev.roc}),
         HISTOGRAMS: json_text({"histogram": ev.histograms}),
+        PLATFORM: json_text(current_platform(device).to_dict()),  # what these bytes hold on (make repro-check)
     })
     main_row, first = head["distilled"][p.evaluate.architectures[0]], p.evaluate.scores[0]
     print(
