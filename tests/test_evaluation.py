@@ -130,6 +130,24 @@ def test_shape_and_label_range_are_checked(tmp_path):
         load_distilled(tmp_path, PLAIN, SHAPE, 3)
 
 
+@pytest.mark.parametrize("lr", [-27.10361099243164, 0.0, float("nan"), float("inf")])
+def test_a_set_whose_learned_lr_is_not_a_positive_number_is_refused_naming_the_set(tmp_path, lr):
+    s = _set(outliers=6)
+    torch.save({"x_in": s.x_in, "y_in": s.y_in, "x_out": s.x_out, "lr": lr, "method": "mtt"}, tmp_path / "d.pt")
+    with pytest.raises(DistilledSetError, match=rf"evaluate.set: {tmp_path / 'd.pt'} carries the learned lr {lr!r}; "
+                       r"expected a finite number > 0 \(its distillation diverged"):
+        load_distilled(tmp_path / "d.pt", PLAIN, SHAPE, 3)
+
+
+def test_a_set_with_non_finite_images_is_refused(tmp_path):
+    x = torch.zeros(2, *SHAPE)
+    x[1, 0, 3, 3] = float("nan")
+    torch.save(x, tmp_path / "images.pt")
+    torch.save(torch.tensor([0, 1]), tmp_path / "labels.pt")
+    with pytest.raises(DistilledSetError, match=r"images in .*images.pt' hold non-finite values"):
+        load_distilled(tmp_path, PLAIN, SHAPE, 3)
+
+
 # ---------------------------------------------------------------------------------------------------
 # baselines
 # ---------------------------------------------------------------------------------------------------

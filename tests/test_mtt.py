@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from trustdd.distill.base import LossLog
+from trustdd.distill.base import DivergenceError, DivergenceGuard, LossLog
 from trustdd.distill.methods import DistillTask, TrajectoryMatching, kmeans_medoids, trajectory_matching_loss
 from trustdd.distill.mtt import Student, StudentStep, constant_memory_gradients, unrolled_gradients
 from trustdd.nn.augment import DSA, NoAugment
@@ -240,7 +240,33 @@ def test_bad_label_options_name_the_key():
 
 def test_a_diverging_distillation_stops_with_a_message_naming_the_keys():
     method = mtt(iterations=5, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=1e30, lr_lr=1e30)
-    with pytest.raises(FloatingPointError, match="distill.mtt: the matching loss became nan at iteration .*lr_img, lr_lr"):
+    with pytest.raises(DivergenceError, match=r"distill.mtt: diverged at iteration \d of 5: .*lower distill.mtt.lr_img "
+                       r"or distill.mtt.lr_lr, or change distill.mtt.lr_init; no output was written"):
+        method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
+
+
+def test_the_guard_stops_a_learned_lr_at_or_below_zero_and_a_loss_that_stays_far_above_its_start():
+    guard = DivergenceGuard("distill.mtt", 100)
+    guard.check(0, 0.8, 0.05)
+    with pytest.raises(DivergenceError, match=r"iteration 2 of 100: the learned lr fell to -27.1 \(it must stay > 0"):
+        guard.check(1, 0.7, -27.1)
+    with pytest.raises(DivergenceError, match="iteration 3 of 100: the learned lr fell to 0"):
+        guard.check(2, 0.7, 0.0)
+    with pytest.raises(DivergenceError, match="the matching loss became inf"):
+        guard.check(3, float("inf"), 0.05)
+    # the bound is 10 x max(1, the first loss), held for 10 iterations in a row; one big draw does not stop it
+    guard = DivergenceGuard("distill.mtt", 100)
+    for it, loss in enumerate([2.0] + [25.0] * 9 + [3.0] + [20.5] * 9):
+        guard.check(it, loss, 0.05)
+    with pytest.raises(DivergenceError, match=r"iteration 21 of 100: the matching loss stayed above 20 \(10 x its "
+                       r"start, 2; 1 = a student that does not move\) for 10 iterations, reaching 8414"):
+        guard.check(20, 8414.0, 0.05)
+
+
+def test_a_learned_lr_driven_below_zero_stops_the_run():
+    # a huge lr_lr on a student whose lr gradient is positive walks the lr through zero in one step
+    method = mtt(iterations=20, syn_steps=2, expert_epochs=1, max_start_epoch=2, lr_img=1.0, lr_lr=1e6)
+    with pytest.raises(DivergenceError, match=r"diverged at iteration \d+ of 20: the learned lr fell to -"):
         method.run(make_task(ipc=2, pool=12, experts=_random_experts()))
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 from trustdd.artifacts import ArtifactError
 from trustdd.data.datasets import DataNotFoundError
 from trustdd.data.image_sources import ImageSourceError
+from trustdd.distill.base import DivergenceError
 from trustdd.distributed import ParallelSetupError, RankFailedError
 from trustdd.evaluation.training_sets import DistilledSetError
 from trustdd.params import ParamsError
@@ -16,6 +17,7 @@ USER_ERRORS = (
     ParamsError,
     DataNotFoundError,
     ImageSourceError,
+    DivergenceError,  # a distillation whose learned lr or loss ran away: the keys to change, no output
     DistilledSetError,  # evaluate.set names something that is not a readable set
     ArtifactError,  # a damaged intermediate file: the message says how to restore it
     NotImplementedError,

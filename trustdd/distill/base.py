@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,49 @@ class DistillTask:
         if members.numel() < self.ipc:
             raise ValueError(f"outlier kind {kind} has {members.numel()} images, fewer than ipc={self.ipc}")
         return members
+
+
+class DivergenceError(FloatingPointError):
+    """A distillation left the range where its result means anything (a learned lr at or below zero, a
+    matching loss that is not finite or stays far above its start): the stage stops and writes nothing."""
+
+
+class DivergenceGuard:
+    """Stops trajectory matching that diverged, naming the iteration and the keys to change.
+
+    The matching loss is normalised: 0 when the student lands on the expert's target, 1 when it does not move
+    from its start. A loss of ``FACTOR`` (10) means the student ends sqrt(10), about 3.2, times farther from the
+    target than where it began; a healthy run starts near or below 1 (the default's first window: 0.82) and
+    falls. So the guard stops a run whose loss stays above ``FACTOR`` times its first value (and at least
+    ``FACTOR``) for ``PATIENCE`` (10) iterations in a row: one large draw of expert and start epoch does not
+    stop it, a student overshooting iteration after iteration does. The student's learned lr must stay a
+    finite number above zero: at zero it does not move, below it walks away from the target (and evaluation
+    could not train at it)."""
+
+    FACTOR, PATIENCE = 10.0, 10
+
+    def __init__(self, key: str, iterations: int) -> None:
+        self.key, self.iterations = key, iterations
+        self.first: float | None = None
+        self.above = 0
+
+    def check(self, iteration: int, loss: float, lr: float) -> None:
+        """After iteration ``iteration`` (0-based): its matching loss, and the learned lr after its step."""
+        at = f"{self.key}: diverged at iteration {iteration + 1} of {self.iterations}"
+        keys = f"lower {self.key}.lr_img or {self.key}.lr_lr, or change {self.key}.lr_init; no output was written"
+        if not math.isfinite(loss):
+            raise DivergenceError(f"{at}: the matching loss became {loss} (learned lr {lr:.4g}); {keys}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise DivergenceError(f"{at}: the learned lr fell to {lr:.4g} (it must stay > 0; it started at "
+                                  f"{self.key}.lr_init); {keys}")
+        if self.first is None:
+            self.first = loss
+        bound = self.FACTOR * max(1.0, self.first)
+        self.above = self.above + 1 if loss > bound else 0
+        if self.above >= self.PATIENCE:
+            raise DivergenceError(f"{at}: the matching loss stayed above {bound:.4g} ({self.FACTOR:g} x its start, "
+                                  f"{self.first:.4g}; 1 = a student that does not move) for {self.PATIENCE} iterations, "
+                                  f"reaching {loss:.4g} (learned lr {lr:.4g}); {keys}")
 
 
 class LossLog:

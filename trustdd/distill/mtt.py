@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from trustdd.distill.base import INITS, METHODS, DistillTask, LossLog, Method, initial_sets
+from trustdd.distill.base import INITS, METHODS, DistillTask, DivergenceGuard, LossLog, Method, initial_sets
 from trustdd.distill.distilled import DistilledSet, StartingSets
 from trustdd.nn.augment import DSA, NoAugment
 from trustdd.nn.losses import oe_loss, trustdd_loss
@@ -315,6 +315,7 @@ class TrajectoryMatching(Method):
         total = self.trajectories  # per iteration, over all ranks; rank r matches draws r, r + N, ...
 
         log = LossLog(self.log_every, self.iterations)
+        guard = DivergenceGuard("distill.mtt", self.iterations)
         bar = tqdm(range(self.iterations), desc="distill (mtt)", unit="it", mininterval=2, disable=not group.is_main)
         for it in bar:
             # every rank draws every rank's trajectories (the same generator state everywhere), then runs its own
@@ -332,13 +333,10 @@ class TrajectoryMatching(Method):
                 loss += float(match)
             loss = group.sum(loss) / total
             group.average_grads(learned, total)
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"distill.mtt: the matching loss became {loss} at iteration {it} (learned lr "
-                    f"{float(syn_lr.detach()):.4g}); lower distill.mtt.lr_img, lr_lr or lr_label"
-                )
-            for opt in optimizers:
-                opt.step()
+            if math.isfinite(loss):  # a non-finite loss leaves the set as it was; the guard stops the run
+                for opt in optimizers:
+                    opt.step()
+            guard.check(it, loss, float(syn_lr.detach()))
 
             if record := log.add(it, {"loss": loss}, lr=float(syn_lr.detach())):
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.4f}")

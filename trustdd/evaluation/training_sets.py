@@ -8,6 +8,8 @@ or ``images.pt`` + ``labels.pt``), so sets made elsewhere can be scored with the
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +195,14 @@ def _check(s: TrainingSet, shape: tuple[int, int, int], num_classes: int, path: 
         )
     if s.y_in.numel() == 0:
         raise DistilledSetError(f"{KEY}: {str(path)!r} holds no images")
+    if s.lr is not None and not (math.isfinite(s.lr) and s.lr > 0):
+        raise DistilledSetError(
+            f"{KEY}: {s.origin} carries the learned lr {s.lr!r}; expected a finite number > 0 (its distillation "
+            "diverged: distill it again with a lower distill.mtt.lr_img or lr_lr)"
+        )
+    for name, x in named:
+        if not bool(torch.isfinite(x).all()):
+            raise DistilledSetError(f"{KEY}: {name} in {str(path)!r} hold non-finite values (its distillation diverged)")
     low, high = int(s.y_in.min()), int(s.y_in.max())
     if low < 0 or high >= num_classes:
         raise DistilledSetError(
