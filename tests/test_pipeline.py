@@ -5,6 +5,7 @@ own copy of it (``project``), so the tests do not depend on each other's order o
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,9 +55,9 @@ def _merge(base: dict, update: dict) -> dict:
     return base
 
 
-def run(cmd: list[str], cwd: Path, fails: bool = False) -> str:
+def run(cmd: list[str], cwd: Path, fails: bool = False, **env_vars: str) -> str:
     """Run a command that must succeed (or, with ``fails``, must fail); returns its output."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHONPATH=str(cwd))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHONPATH=str(cwd), **env_vars)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     outcome = "succeeded" if fails else "failed"
     assert (proc.returncode != 0) == fails, f"{' '.join(cmd)} {outcome}:\n{proc.stdout}\n{proc.stderr}"
@@ -171,6 +172,37 @@ def test_forced_rerun_gives_byte_identical_outputs(project):
     assert (project / "metrics/metrics.json").read_bytes() == metrics_before
 
 
+def test_another_kernel_path_passes_the_statistical_check_and_a_ruined_distilled_set_fails_it(project):
+    """`make repro-check` on another platform: a second CPU kernel path (ATen's unvectorised kernels) rounds
+    differently from the first training step on, so the bytes part, and the statistical check passes; it
+    fails once the distilled images are ruined (replaced by noise) and evaluation is rerun. Four nets of 15
+    epochs per set: with the tiny default's 2 nets of 4 epochs the tolerances are wider than the metrics'
+    range."""
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        pytest.skip("ATen already runs its unvectorised kernels here: no second kernel path to compare with")
+    set_params(project, evaluate__num_eval=4, evaluate__epochs=15)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny results"], project)
+    before = outs_md5(project / "dvc.lock")
+    run(["dvc", "repro", "--force"], project, ATEN_CPU_CAPABILITY="default")
+    after = outs_md5(project / "dvc.lock")
+    assert after["train_experts:data/experts"] != before["train_experts:data/experts"]  # the bytes part
+    check = [sys.executable, "-m", "trustdd.experiments.repro", "check"]
+    out = run(check, project)
+    assert "platform differs in cpu_capability" in out and "'DEFAULT' (this run)" in out
+    assert "the check is statistical" in out and "repro-check: passed" in out
+    distilled = torch.load(project / "data/distilled/distilled.pt", weights_only=True)
+    distilled["x_in"] = torch.randn(distilled["x_in"].shape, generator=torch.Generator().manual_seed(0))
+    torch.save(distilled, project / "data/distilled/distilled.pt")  # a distillation that ruined its images
+    run(["dvc", "repro", "-s", "evaluate"], project, ATEN_CPU_CAPABILITY="default")  # on the second path again
+    out = run(check, project, fails=True)
+    accuracy = next(line for line in out.splitlines() if line.strip().startswith("distilled/convnet/accuracy "))
+    assert accuracy.endswith("BEYOND") and "repro-check: FAILED" in out and "dvc.lock" not in out.split("FAILED")[1]
+
+
 def test_changing_an_evaluation_param_reruns_only_evaluation(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["num_eval"] = 1
@@ -251,6 +283,18 @@ def test_bad_param_fails_fast_with_a_clear_message(project):
     assert proc.returncode == 2
     assert "outliers.corruptions: unknown value 'fog'; valid choices: jigsaw" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_diverging_distillation_stops_the_stage_and_leaves_the_last_set(project):
+    before = {f.name: f.read_bytes() for f in (project / "data/distilled").iterdir()}
+    set_params(project, distill__mtt__iterations=20, distill__mtt__lr_lr=1.0e6)  # the learned lr runs away (then NaN)
+    env = dict(os.environ, PYTHONPATH=str(project))
+    proc = subprocess.run([sys.executable, "-m", "stages.distill"], cwd=project, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"error: distill.mtt: diverged at iteration \d+ of 20: the learned lr fell to (nan|-\S+) \(it must stay > 0",
+                     proc.stderr), proc.stderr
+    assert "lower distill.mtt.lr_img or distill.mtt.lr_lr, or change distill.mtt.lr_init; no output was written" in proc.stderr
+    assert {f.name: f.read_bytes() for f in (project / "data/distilled").iterdir()} == before
 
 
 def test_a_misspelt_key_or_a_bad_option_stops_the_run_before_any_stage_works(project):

@@ -127,10 +127,14 @@ def test_the_docs_grid_tables_are_what_their_saved_experiments_give():
     df = results.select(results.frame(experiments), grid="default")
     assert sorted(df["experiment"].unique()) == ["default-none-ipc1", "default-none-ipc10", "default-poe-ipc1", "default-poe-ipc10"]
     assert (folder / "table.md").read_text() == results.markdown(df, experiments, command)
-    # the poe / ipc 10 cell is the committed default: the same numbers as metrics/metrics.json
-    committed = json.loads((PROJECT / "metrics/metrics.json").read_text())["distilled"]["convnet"]
-    cell = df[(df["experiment"] == "default-poe-ipc10") & (df["training_set"] == "distilled")].iloc[0]
-    assert cell["accuracy"] == committed["accuracy"]["mean"] and cell["msp_auroc"] == committed["msp"]["auroc"]["mean"]
+    # the poe / ipc 10 cell is the default, measured on the platform that made the grid (3bdb27d's, not recorded):
+    # on another platform the committed metrics/metrics.json agrees with it within repro-check's tolerance
+    from trustdd.experiments import repro
+
+    committed = json.loads((PROJECT / "metrics/metrics.json").read_text())
+    cell = next(e for e in experiments if e.name == "default-poe-ipc10").metrics
+    rows, problems = repro.compare(cell, committed, 3)
+    assert problems == [] and all(r.ok for r in rows), [r for r in rows if not r.ok]
 
 
 def test_tables_fall_back_to_the_scores_measured():

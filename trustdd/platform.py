@@ -60,8 +60,8 @@ class Platform:
     def summary(self) -> str:
         """One line for a results table: where its figures were measured."""
         pins = ", ".join(f"{k}={v}" for k, v in self.kernel_env)
-        return (f"{self.device} on {self.machine} {self.cpu}, ATen {self.cpu_capability}, {self.blas}, oneDNN "
-                f"{self.onednn or 'none'}, {self.threads} threads{f', {pins}' if pins else ''}; torch {self.torch}, "
+        return (f"{self.cpu}, {self.machine}, ATen {self.cpu_capability}, {self.blas}, oneDNN {self.onednn or 'none'}, "
+                f"{self.threads} threads{f', {pins}' if pins else ''}, device {self.device}; torch {self.torch}, "
                 f"torchvision {self.torchvision}")
 
     def differences(self, other: "Platform") -> dict[str, tuple]:

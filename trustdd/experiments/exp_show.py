@@ -35,6 +35,7 @@ class Experiment:
     params: dict = field(default_factory=dict)  # params.yaml as the experiment ran it
     metrics: dict = field(default_factory=dict)  # metrics/metrics.json; empty until it has run
     error: str | None = None
+    platform: str | None = None  # where its figures were computed (metrics/platform.json), where known
 
     @property
     def short(self) -> str:

@@ -31,6 +31,8 @@ from trustdd.evaluation.metrics import METRIC_NAMES
 from trustdd.evaluation.report import CLASSIFICATION, markdown_table
 from trustdd.experiments import exp_show
 from trustdd.experiments.presets import flatten
+from trustdd.platform import PATH as PLATFORM_PATH
+from trustdd.platform import Platform
 
 SETS = ("distilled", "init", "random", "full")
 SOURCE_ORDER = {"none": 0, "poe": 1, "oe": 2}  # rows: plain DD first, then TrustDD's two outlier sources  # training sets, in the order tables list them
@@ -261,7 +263,9 @@ def provenance(df: pd.DataFrame, experiments: list[exp_show.Experiment], command
     """Which commit and which params produced the tables: each experiment's params that differ from its
     commit's params.yaml."""
     if set(df["kind"]) == {"workspace"}:
-        return [f"Made by `{command}` from `metrics/metrics.json` and `params.yaml` as this commit holds them.", ""]
+        where = [e.platform for e in experiments if e.platform]
+        measured = f" Measured on {where[0]} (`{PLATFORM_PATH}`)." if where else ""
+        return [f"Made by `{command}` from `metrics/metrics.json` and `params.yaml` as this commit holds them.{measured}", ""]
     commits = {e.rev: flatten(e.params) for e in experiments if e.kind == "commit"}
     lines = [f"Made by `{command}`; every number below is read from the experiments' `metrics/metrics.json`.", ""]
     rows = []
@@ -313,13 +317,14 @@ def scatter(df: pd.DataFrame, path: Path, score: str = "msp") -> None:
 def workspace(root: Path | str = ".") -> list[exp_show.Experiment]:
     """The working tree's own params.yaml and metrics/metrics.json as one experiment (no DVC)."""
     root = Path(root)
-    metrics_path = root / exp_show.METRICS_FILE
+    metrics_path, platform = root / exp_show.METRICS_FILE, root / PLATFORM_PATH
     if not metrics_path.exists():
         raise ResultsError(f"{metrics_path} not found: run the pipeline first (`dvc repro`)")
     return [exp_show.Experiment(
         name="workspace", rev="workspace", baseline="workspace", kind="workspace", state="success",
         params=yaml.safe_load((root / exp_show.PARAMS_FILE).read_text()) or {},
         metrics=json.loads(metrics_path.read_text()),
+        platform=Platform.from_dict(json.loads(platform.read_text())).summary() if platform.exists() else None,
     )]
 
 
