@@ -151,12 +151,16 @@ def _git(*args: str, root: Path) -> str:
     return proc.stdout
 
 
-def committed_text(rev: str, path: str, root: Path) -> str | None:
-    """``path`` as commit ``rev`` holds it, or None where it does not."""
+def verify_rev(rev: str, root: Path) -> None:
+    """A bad rev is an error, not a commit that lacks every file."""
     try:
         _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", root=root)
-    except ReproError as err:  # a bad rev is an error, not a file the commit lacks
+    except ReproError as err:
         raise ReproError(f"--rev: {rev!r} is not a commit of this repository") from err
+
+
+def committed_text(rev: str, path: str, root: Path) -> str | None:
+    """``path`` as commit ``rev`` (verified by :func:`verify_rev`) holds it, or None where it does not."""
     try:
         return _git("show", f"{rev}:{path}", root=root)
     except ReproError:
@@ -181,6 +185,7 @@ def check(rev: str = "HEAD", root: Path | str = ".", alpha: float = ALPHA, out=s
     """Print which check applies and its outcome, line by line; True when the results pass it."""
     root = Path(root)
     new_platform = Platform.from_dict(json.loads(_read(root, PLATFORM_PATH)))
+    verify_rev(rev, root)
     old_text = committed_text(rev, PLATFORM_PATH, root)
     old_platform = Platform.from_dict(json.loads(old_text)) if old_text else None
     say = lambda line="": print(line, file=out)  # noqa: E731
