@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 METRIC_NAMES = ("auroc", "aupr_in", "aupr_out", "fpr95_in", "fpr95_out")
 GROUPS = ("all", "near", "far")  # averages over OOD sets; "all" covers every set, grouped or not
@@ -61,6 +60,8 @@ def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
 def fpr_at_tpr(score_pos, score_neg, tpr: float = 0.95) -> float:
     """False-positive rate at the largest threshold whose true-positive rate is >= ``tpr``
     (positives are the items with HIGHER scores). Not the OE code's nearest-recall rule: see the module."""
+    from sklearn.metrics import roc_curve  # 1.5 s to import: only scoring needs it
+
     pos, neg = _np(score_pos), _np(score_neg)
     labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     fprs, tprs, _ = roc_curve(labels, np.r_[pos, neg], drop_intermediate=False)
@@ -69,6 +70,8 @@ def fpr_at_tpr(score_pos, score_neg, tpr: float = 0.95) -> float:
 
 def ood_metrics(score_in, score_out) -> dict[str, float]:
     """All five OOD metrics (percent) for one OOD set."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # 1.5 s to import: only scoring needs it
+
     s_in, s_out = _np(score_in), _np(score_out)
     if len(s_in) == 0 or len(s_out) == 0:
         raise ValueError(f"OOD metrics need scores on both sides; got {len(s_in)} InD and {len(s_out)} OOD")
@@ -86,6 +89,8 @@ def ood_metrics(score_in, score_out) -> dict[str, float]:
 def roc_points(score_in, score_out, grid: int = 101) -> list[dict[str, float]]:
     """The ROC curve (InD positive) sampled at ``grid`` evenly spaced FPRs, for plotting: at each FPR, the
     best TPR reachable without exceeding it."""
+    from sklearn.metrics import roc_curve  # 1.5 s to import: only scoring needs it
+
     s_in, s_out = _np(score_in), _np(score_out)
     labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_out))]
     fprs, tprs, _ = roc_curve(labels, np.r_[s_in, s_out])
@@ -97,6 +102,8 @@ def roc_points(score_in, score_out, grid: int = 101) -> list[dict[str, float]]:
 def misclassification_auroc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """AUROC (percent) of the maximum softmax probability for right (positive) vs wrong predictions.
     NaN when every prediction is right or every one is wrong (the AUROC is undefined then)."""
+    from sklearn.metrics import roc_auc_score  # 1.5 s to import: only scoring needs it
+
     probs = logits.double().softmax(dim=1)
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == labels).numpy()
