@@ -112,6 +112,12 @@ def test_params_yaml_lists_every_option_at_its_default():
         ({"outliers__mixing": "stripes"}, r"outliers.mixing: unknown value 'stripes'; valid choices: blockwise, uniform"),
         ({"data__zca": True, "data__zca_reg": 0}, r"data.zca_reg: invalid value 0.0; expected a number > 0"),
         ({"ipc": 10, "data__train_limit": 50}, r"data.train_limit: 50 is below ipc x classes = 100"),
+        (
+            {"ipc": 50, "outliers__per_type": 40},  # blockwise: each class block draws ipc from its kind
+            r"outliers.per_type: 40 is too few: the set has ipc x classes = 500 outliers from 4 corruption\(s\), so "
+            r"each needs at least 125 images \(or 0",
+        ),
+        ({"ipc": 10, "outliers__per_type": 24}, r"outliers.per_type: 24 is too few: .* at least 25 images"),
         ({"outliers__options": {"pixelate": {"factr": 1}}}, r"unknown key\(s\) outliers.options.pixelate.factr; valid keys: factor"),
         ({"network__norm": "layer"}, r"network.norm: unknown value 'layer'; valid choices: instance, batch, none"),
     ],

@@ -213,6 +213,7 @@ def validate(p: Params) -> Params:
     _check_corruptions(p)
     _check_scores(p)
     _check_train_limit(p)
+    _check_outlier_pool(p)
     _check_network_fits(p)
     return p
 
@@ -279,6 +280,22 @@ def _check_train_limit(p: Params) -> None:
     classes = p.dataset_info.num_classes
     if p.data.train_limit and p.data.train_limit < p.ipc * classes:
         raise ParamsError(f"params: data.train_limit: {p.data.train_limit} is below ipc x classes = {p.ipc * classes}")
+
+
+def _check_outlier_pool(p: Params) -> None:
+    """A capped POE pool must hold the set's outliers: ipc per class block drawn from its kind (blockwise),
+    and ipc x classes distinct ones for the random baseline; found here, not in evaluate's last minutes."""
+    o = p.outliers
+    if o.source != "poe" or not o.per_type:
+        return
+    classes, kinds = p.dataset_info.num_classes, len(o.corruptions)
+    need = max(p.ipc if o.mixing == "blockwise" else 0, -(-p.ipc * classes // kinds))
+    if o.per_type < need:
+        raise ParamsError(
+            f"params: outliers.per_type: {o.per_type} is too few: the set has ipc x classes = {p.ipc * classes} "
+            f"outliers from {kinds} corruption(s), so each needs at least {need} images (or 0: as many as the "
+            "InD train images)"
+        )
 
 
 def _check_network_fits(p: Params) -> None:
