@@ -56,9 +56,12 @@ check-plots: plots
 benchmark: setup data-sources
 	$(BIN)/python benchmarks/repro_time.py
 
-# A paper-scale preset as a named DVC experiment, e.g. `make preset P=cifar10-ipc10` (list: presets/).
+# A paper-scale preset as a named DVC experiment, e.g. `make preset P=cifar10-ipc10` (list: presets/);
+# `make preset P=cifar10-ipc10 SMOKE=1` first: every stage at the preset's shapes and a tiny budget, timed,
+# with the full run's cost extrapolated, as a temporary experiment (docs/presets.md, "A smoke run first").
+SMOKE ?=
 preset: setup
-	$(BIN)/python -m trustdd.experiments.presets run $(P)
+	$(BIN)/python -m trustdd.experiments.presets run $(P) $(if $(strip $(SMOKE)),--smoke)
 
 # A grid of experiments (grids/NAME.yaml) through DVC's queue, e.g. `make grid G=default J=2`; then its tables.
 G ?= default

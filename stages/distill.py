@@ -4,7 +4,7 @@ from pathlib import Path
 
 from torchvision.utils import save_image
 
-from trustdd import distributed
+from trustdd import distributed, timing
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
 from trustdd.distill.distilled import DistilledFile
@@ -47,6 +47,11 @@ def write(p, prepared: Prepared, result) -> None:
     # wall time differs run to run, so it stays out of the DVC-tracked curve (and out of dvc.lock)
     times = [{"iteration": r["iteration"], "seconds": s} for r, s in zip(result.history, result.seconds)]
     write_all({CURVE: json_text({"distill": result.history}), TIMES: json_text({"distill": times})})
+    if len(times) > 1:  # the iterations after the first window, in the method's units of work (smoke runs only)
+        method = p.method_config()
+        per_iteration = method.work(p.ipc) / max(1, method.iterations)
+        done = times[-1]["iteration"] - times[0]["iteration"]
+        timing.record(round(done * per_iteration), times[-1]["seconds"] - times[0]["seconds"], "distill")
     print(f"distilled with {result.method}: S_in {tuple(result.x_in.shape)}, S_out {tuple(result.x_out.shape)}, lr {result.lr:.5f}")
 
 

@@ -387,3 +387,27 @@ def test_zca_is_recorded_with_the_distilled_set(project):
     assert distilled["zca"] is not None and distilled["zca"]["eigvecs"].shape == (784, 784)
     metrics = json.loads((project / "metrics/metrics.json").read_text())
     assert 0 <= metrics["distilled"]["convnet"]["accuracy"]["mean"] <= 100
+
+
+def test_a_smoke_run_times_every_stage_and_leaves_the_workspace_as_it_was(project):
+    """`presets run NAME --smoke`: a temporary DVC experiment at the preset's shapes; it prints each stage's
+    time and the full run's, and the workspace's params, dvc.lock and metrics keep their bytes."""
+    preset = {"ipc": 3, "network": {"width": 16}, "experts": {"num_experts": 20, "epochs": 10},
+              "data": {"train_limit": 0}, "evaluate": {"num_eval": 5, "epochs": 300}}
+    (project / "presets").mkdir()
+    (project / "presets" / "mini.yaml").write_text(yaml.safe_dump(preset))
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny results"], project)
+    watched = ["params.yaml", "dvc.lock", *sorted(str(p.relative_to(project)) for p in (project / "metrics").rglob("*.json"))]
+    before = {f: (project / f).read_bytes() for f in watched}
+    out = run([sys.executable, "-m", "trustdd.experiments.presets", "run", "mini", "--smoke", "--keep",
+               "-S", "evaluate.scores=[msp]"], project)
+    table = out[out.index("stage ") :].splitlines()
+    rows = {line.split()[0]: line for line in table[1:] if line.split() and line.split()[0] != "full"}
+    assert set(rows) == {"check_params", "prepare_data", "prepare_ood", "prepare_outliers", "train_experts",
+                         "distill", "evaluate", "total"}
+    assert "ms/unit x 1.2e+07" in rows["train_experts"]  # 20 experts x 10 epochs x all 60,000 train images
+    assert "ms/unit x 6" in rows["distill"]  # the tiny project's 3 iterations x 2 syn_steps
+    assert "ms/unit x 1.35e+05" in rows["evaluate"]  # 5 nets x 3 sets x 300 epochs x 30 images
+    assert {f: (project / f).read_bytes() for f in watched} == before
+    assert "mini-smoke" in run(["dvc", "exp", "list"], project)  # --keep: there to inspect, else removed

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from dvc.utils.hydra import apply_overrides
 
-from trustdd.experiments import presets
+from trustdd.experiments import presets, smoke
 from trustdd.params import load_params
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -69,3 +69,70 @@ def test_unknown_preset_and_unknown_key_are_clear(tmp_path):
     (tmp_path / "deep.yaml").write_text(yaml.safe_dump({"network": {"depth": 9}}))
     with pytest.raises(presets.PresetError, match="preset 'deep': params: network.depth: 9 pools"):
         presets.resolve("deep", tmp_path, PROJECT / "params.yaml")
+
+
+# --- smoke runs (trustdd.experiments.smoke); the runs themselves: test_preset_smoke.py, test_pipeline.py
+
+
+def _base() -> dict:
+    return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def test_a_smoke_plan_keeps_the_shapes_and_shrinks_the_budget():
+    plan = smoke.plan("cifar10-ipc10", presets.load("cifar10-ipc10", FOLDER), _base(), {})
+    full, small = plan.full, plan.smoke
+    assert plan.name == "cifar10-ipc10-smoke"
+    # the shapes: dataset, image size, network, ZCA, ipc, the method's shapes, the OOD sets
+    assert small.net_spec() == full.net_spec() and small.net_spec().width == 128
+    assert (small.dataset, small.ipc, small.data.zca, small.ood.sets) == (full.dataset, 10, True, full.ood.sets)
+    mtt_small, mtt_full = small.method_config(), full.method_config()
+    for key in ("syn_steps", "batch_syn", "init", "expert_epochs", "lr_img", "lr_lr", "lr_init", "memory"):
+        assert getattr(mtt_small, key) == getattr(mtt_full, key), key
+    # the budget: 10 images per class, two experts of expert_epochs epochs, 3 iterations, one net of 2 epochs
+    assert small.data.train_limit == 10 * 10 and full.data.train_limit == 0
+    assert (small.experts.num_experts, small.experts.epochs) == (2, mtt_full.expert_epochs)
+    assert (mtt_small.iterations, mtt_small.max_start_epoch) == (3, 1)
+    assert (small.evaluate.num_eval, small.evaluate.epochs, small.ood.size) == (1, 2, 100)
+    assert Path(small.data.root).is_absolute()  # the experiment runs in a temporary copy
+    assert "distill.mtt.iterations=3" in plan.overrides and "experts.num_experts=2" in plan.overrides
+
+
+def test_a_users_override_wins_and_a_bad_one_is_refused_before_any_run():
+    preset = presets.load("cifar100-ipc50", FOLDER)
+    plan = smoke.plan("cifar100-ipc50", preset, _base(), {"distill.mtt.syn_steps": "2", "data.train_limit": "6000"})
+    assert plan.smoke.method_config().syn_steps == 2 and plan.smoke.data.train_limit == 6000
+    assert plan.overrides[-2:] == ["distill.mtt.syn_steps=2", "data.train_limit=6000"]
+    assert not any(o.startswith("data.train_limit=5000") for o in plan.overrides)  # replaced, not repeated
+    with pytest.raises(smoke.SmokeError, match="smoke run of 'cifar100-ipc50': .*data.train_limit: 10 is below ipc x classes"):
+        smoke.plan("cifar100-ipc50", preset, _base(), {"data.train_limit": "10"})
+    with pytest.raises(smoke.SmokeError, match="-S: expected key=value, got 'ipc'"):
+        smoke.split_user_overrides(["-S", "ipc"])
+    assert smoke.split_user_overrides(["-S", "ipc=2", "--queue"]) == ({"ipc": "2"}, ["--queue"])
+
+
+def test_stage_times_come_from_dvcs_stage_lines():
+    ticks = iter([10.0, 12.5, 20.0, 50.0])
+    lines = ["Running stage 'a':\n", "> python -m stages.a\n", "Running stage 'b':\n", "noise\n",
+             "Running stage 'c':\n", "Ran experiment(s)\n"]
+    echoed = []
+    times = smoke.stage_times(lines, clock=lambda: next(ticks), echo=echoed.append)
+    assert times == {"a": 2.5, "b": 7.5, "c": 30.0} and len(echoed) == len(lines)
+
+
+def test_the_extrapolation_scales_timed_steps_by_the_full_runs_work():
+    plan = smoke.plan("cifar10-ipc10", presets.load("cifar10-ipc10", FOLDER), _base(), {})
+    times = {"prepare_data": 4.0, "train_experts": 30.0, "distill": 20.0, "evaluate": 12.0}
+    # experts: 2 x 2 epochs x 100 images, of which 360 timed in 18 s (50 ms per image); distill: 2 of its 3
+    # iterations timed (2 x 30 syn_steps units) in 12 s; evaluate: 3 nets' steps after their first
+    steps = {"train_experts": {"units": 360, "seconds": 18.0}, "distill": {"units": 60, "seconds": 12.0},
+             "evaluate": {"units": 300, "seconds": 3.0}}
+    rows = {r["stage"]: r for r in smoke.extrapolate(times, steps, plan.smoke, plan.full, n_train=50000)}
+    assert rows["prepare_data"]["full_s"] == 4.0  # reads the same files either way
+    # 100 experts x 50 epochs x 50,000 images at 50 ms, plus the 12 s outside the timed steps
+    assert rows["train_experts"]["full_s"] == pytest.approx(12.0 + 0.05 * 100 * 50 * 50000)
+    assert rows["distill"]["full_s"] == pytest.approx(8.0 + 0.2 * 5000 * 30)  # 5000 iterations x 30 syn_steps
+    # 5 nets x 3 sets x 1000 epochs x 100 InD images at 10 ms, plus 9 s of scoring etc. x 5 nets
+    assert rows["evaluate"]["full_s"] == pytest.approx(9.0 * 5 + 0.01 * 5 * 3 * 1000 * 100)
+    unknown = smoke.extrapolate(times, steps, plan.smoke, plan.full, n_train=None)
+    assert [r["full_s"] is None for r in unknown] == [False, True, False, True]
+    assert "total" in smoke.report(plan, unknown, "cpu") and ">= " in smoke.report(plan, unknown, "cpu")

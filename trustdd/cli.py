@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from trustdd import timing
 from trustdd.artifacts import ArtifactError
 from trustdd.data.datasets import DataNotFoundError
 from trustdd.data.image_sources import ImageSourceError
@@ -29,6 +30,7 @@ USER_ERRORS = (
 
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage; a user error (bad param, missing data) prints one clear message and exits 2."""
+    timing.mark_stage()
     try:
         main()
     except USER_ERRORS as err:

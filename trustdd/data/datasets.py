@@ -131,6 +131,12 @@ class Source:
     def classes(self, root: Path) -> tuple[str, ...]:
         return ()
 
+    def train_count(self, root: Path) -> int | None:
+        """How many train images the files under ``root`` hold, from their headers, array shapes or file
+        lists, without decoding an image file (a smoke run extrapolates with it); None when that would need a
+        full read, or the files are not there."""
+        return None
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -383,6 +389,10 @@ class IdxSource(Source):
     def classes(self, root: Path) -> tuple[str, ...]:
         return tuple(self.tv_class.classes)
 
+    def train_count(self, root: Path) -> int | None:
+        images = self.raw(root) / "train-images-idx3-ubyte"  # header: magic, then the count (big-endian)
+        return int.from_bytes(images.read_bytes()[4:8], "big") if images.exists() else None
+
 
 # ---------------------------------------------------------------------------------------------------
 # SVHN, CIFAR-10, CIFAR-100: torchvision's readers, which verify every file's md5
@@ -421,6 +431,13 @@ class CifarSource(Source):
         with open(root / self.tv_class.base_folder / self.tv_class.meta["filename"], "rb") as f:
             return tuple(pickle.load(f, encoding="latin1")[self.tv_class.meta["key"]])
 
+    def train_count(self, root: Path) -> int | None:
+        total = 0
+        for name, _ in self.tv_class.train_list:
+            with open(root / self.tv_class.base_folder / name, "rb") as f:
+                total += len(pickle.load(f, encoding="latin1")["data"])
+        return total
+
 
 class SvhnSource(Source):
     """``ROOT/train_32x32.mat`` and ``ROOT/test_32x32.mat`` (torchvision's layout). Digit 0 is label 0."""
@@ -450,6 +467,12 @@ class SvhnSource(Source):
 
     def classes(self, root: Path) -> tuple[str, ...]:
         return tuple(str(d) for d in range(10))
+
+    def train_count(self, root: Path) -> int | None:
+        from scipy.io import whosmat  # the shapes of the .mat file's arrays, without loading them
+
+        shapes = {name: shape for name, shape, _ in whosmat(root / "train_32x32.mat")}
+        return int(shapes["X"][-1]) if "X" in shapes else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -518,6 +541,10 @@ class TinyImageNetSource(Source):
                 words[wnid] = name.split(",")[0].strip()
         return tuple(words.get(w, w) for w in self.wnids(root))
 
+    def train_count(self, root: Path) -> int | None:
+        train = root / self.folder / "train"
+        return sum(sum(f.is_file() for f in (train / w / "images").iterdir()) for w in self.wnids(root))
+
 
 # ---------------------------------------------------------------------------------------------------
 # MTT's 10-class ImageNet subsets, from an ImageNet train/val tree of class folders
@@ -554,6 +581,12 @@ class ImageNetSubsetSource(Source):
 
     def classes(self, root: Path) -> tuple[str, ...]:
         return self.names
+
+    def train_count(self, root: Path) -> int | None:
+        folders = [root / self.folder / "train" / w for w in self.wnids]
+        if not all(f.is_dir() for f in folders):
+            return None
+        return sum(sum(f.is_file() for f in folder.rglob("*")) for folder in folders)
 
 
 # ImageNet-1k wnids and names of the subsets that MTT (utils.Config) defines by class index, in its order.
@@ -852,6 +885,9 @@ class NpySource(Source):
 
     def classes(self, root: Path) -> tuple[str, ...]:
         return tuple(str(c) for c in range(int(self.labels(root / "y_train.npy").max()) + 1))
+
+    def train_count(self, root: Path) -> int | None:
+        return int(self.images(root / "x_train.npy").shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------

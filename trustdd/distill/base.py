@@ -43,6 +43,17 @@ class Method(Plugin):
     def run(self, task: DistillTask) -> DistilledSet:
         raise NotImplementedError
 
+    def smoke(self) -> dict:
+        """What a smoke run of a preset changes in this method's options (dotted params keys, with any
+        other section this method constrains): its shapes kept, its budget tiny
+        (:mod:`trustdd.experiments.smoke`)."""
+        return {}
+
+    def work(self, ipc: int) -> float:
+        """A number proportional to this method's compute at a fixed set size and network, by which a
+        smoke run's distill time is scaled to the full run's."""
+        return 1.0
+
 # How synthetic outlier blocks relate to the outlier kinds (corruption types) of the pool.
 #   blockwise: block c (the ipc outliers next to class c) starts from, and is matched against, pool
 #              images of kind c mod K only, as in the TrustDD paper;

@@ -132,6 +132,13 @@ class GradientMatching(Method):
         if ipc is not None:
             self.loops(ipc)
 
+    def smoke(self) -> dict:
+        return {"distill.dsa.iterations": 2, "distill.dsa.log_every": 1}  # the loops stay the preset's
+
+    def work(self, ipc: int) -> float:
+        outer, inner = self.loops(ipc)
+        return float(self.iterations * outer * (1 + inner))  # each outer step: one matching pass, inner epochs
+
     def run(self, task: DistillTask) -> DistilledSet:
         self.check(ipc=task.ipc)
         outer, inner = self.loops(task.ipc)

@@ -278,6 +278,15 @@ class TrajectoryMatching(Method):
                 f"must be <= experts.epochs + 1 ({experts_epochs + 1})"
             )
 
+    def smoke(self) -> dict:
+        # 3 iterations, every one from epoch 0 of an expert trained just expert_epochs epochs; syn_steps,
+        # batch_syn and the rest stay, so the memory a student step needs is the full run's
+        return {"distill.mtt.iterations": 3, "distill.mtt.max_start_epoch": 1, "distill.mtt.log_every": 1,
+                "experts.epochs": self.expert_epochs}
+
+    def work(self, ipc: int) -> float:
+        return float(self.iterations * self.syn_steps * self.trajectories)
+
     def run(self, task: DistillTask) -> DistilledSet:
         if task.experts is None:
             raise ValueError("method 'mtt' needs expert trajectories")

@@ -4,19 +4,21 @@ command as a DVC experiment (``dvc exp run -n NAME -S key=value ...``), so param
     python -m trustdd.experiments.presets list
     python -m trustdd.experiments.presets show cifar10-ipc10          # the -S overrides and the merged, validated params
     python -m trustdd.experiments.presets run cifar10-ipc10 [--temp | --queue | other dvc exp run options]
+    python -m trustdd.experiments.presets run cifar10-ipc10 --smoke [--keep] [-S key=value ...]   # first: every
+        stage at the preset's shapes and a tiny budget, timed, with the full run's cost (trustdd.experiments.smoke)
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from trustdd.experiments import smoke
+from trustdd.experiments.overrides import flatten, hydra_value, merge
 from trustdd.params import ParamsError, params_from_dict
 
 PRESETS = Path("presets")
@@ -40,31 +42,6 @@ def load(name: str, folder: Path = PRESETS) -> dict:
     return data
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{a: {b: 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are values."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def hydra_value(value: Any) -> str:
-    """A value in the override grammar DVC's ``-S`` uses (Hydra): JSON-like, strings unquoted when plain."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value if value.replace("_", "").replace("-", "").isalnum() else json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
-    return repr(value)
-
-
 def overrides(preset: dict, params: dict) -> list[str]:
     """``key=value`` for every key of the preset; each key must already be in params.yaml (``-S`` can only
     change existing keys, and a misspelt key would otherwise be silently added)."""
@@ -77,15 +54,6 @@ def overrides(preset: dict, params: dict) -> list[str]:
             )
         result.append(f"{key}={hydra_value(value)}")
     return result
-
-
-def merge(base: dict, preset: dict) -> dict:
-    out = dict(base)
-    for key, value in preset.items():
-        out[key] = (
-            merge(base[key], value) if isinstance(value, dict) and value and isinstance(base.get(key), dict) else value
-        )
-    return out
 
 
 def resolve(name: str, folder: Path = PRESETS, params_path: Path = Path("params.yaml")):
@@ -126,7 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     except (PresetError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    cmd = command(argv[1], args, argv[2:])
+    extra = argv[2:]
+    if argv[0] == "run" and "--smoke" in extra:
+        keep = "--keep" in extra
+        rest = [e for e in extra if e not in ("--smoke", "--keep")]
+        base = yaml.safe_load(Path("params.yaml").read_text()) or {}
+        try:
+            return smoke.run(argv[1], load(argv[1]), base, rest, keep=keep)
+        except (smoke.SmokeError, ParamsError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    cmd = command(argv[1], args, extra)
     if argv[0] == "show":
         print(shlex.join(cmd))
         print(f"# dataset {params.dataset} {params.ind_shape()}, ipc {params.ipc}, network {params.net_spec()}")

@@ -7,12 +7,14 @@ function of its seed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from trustdd import timing
 from trustdd.nn.augment import DSA, NoAugment
 from trustdd.nn.losses import trustdd_loss
 
@@ -70,10 +72,12 @@ def train_network(
     out_stream = IndexStream(x_out.shape[0], generator) if has_out else None
     history = []
     net.train()
+    clock, timed, first_done = 0.0, 0, False  # wall time and images of the steps after the first (smoke runs')
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n_in, generator=generator)
         total_loss, correct = 0.0, 0
         for start in range(0, n_in, cfg.batch_size):
+            began = time.perf_counter()
             idx = perm[start : start + cfg.batch_size]
             xb = augment(x_in[idx.to(x_in.device)].to(device), seed_from(generator))
             yb = y_in[idx.to(y_in.device)].to(device)
@@ -91,6 +95,10 @@ def train_network(
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * idx.numel()
+            if first_done:  # the first step warms kernels and caches up: left out
+                clock += time.perf_counter() - began
+                timed += idx.numel()
+            first_done = True
             correct += int((logits.argmax(1) == (yb.argmax(1) if yb.ndim == 2 else yb)).sum())
         record = {
             "epoch": epoch + 1,
@@ -102,6 +110,7 @@ def train_network(
         history.append(record)
         if on_epoch is not None:
             on_epoch(epoch + 1, net, record)
+    timing.record(timed, clock)
     return history
 
 
