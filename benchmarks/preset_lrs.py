@@ -1,6 +1,6 @@
 """Do a preset's lr_img / lr_lr / lr_init hold, or diverge? The distillation of a preset, at its shapes (full
 width, syn_steps, batch_syn, ZCA), on small CIFAR-format files (tests/native_files.py) for N iterations,
-with the preset's values and with any others given; prints, per run, the loss and learned lr at each
+(or the real ones, --data-root), with the preset's values and with any others given; prints, per run, the loss and learned lr at each
 iteration and how it ended (ran through, or stopped by the divergence guard, trustdd.distill.base).
 
     python benchmarks/preset_lrs.py cifar10-ipc10 --iterations 50 \
@@ -29,11 +29,11 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]
 
-from dvc.utils.hydra import apply_overrides  # noqa: E402
-from native_files import write_research_root  # noqa: E402
+from dvc.utils.hydra import apply_overrides
+from native_files import write_research_root
 
-from trustdd.distill.base import DivergenceError  # noqa: E402
-from trustdd.experiments import presets, smoke  # noqa: E402
+from trustdd.distill.base import DivergenceError
+from trustdd.experiments import presets, smoke
 
 STAGES = ["check_params", "prepare_data", "prepare_outliers", "train_experts"]
 
@@ -80,13 +80,17 @@ def main() -> None:
     ap.add_argument("--try", dest="tries", action="append", default=[],
                     help="other values, e.g. lr_img=1000,lr_lr=1e-4 (the preset's own run comes first)")
     ap.add_argument("--skip-preset", action="store_true", help="only the --try values")
+    ap.add_argument("--data-root", type=Path, help="the real files (default: the tests' CIFAR-format noise files)")
     ap.add_argument("--out", type=Path, default=PROJECT / "benchmarks/results/preset_lrs.jsonl")
     args = ap.parse_args()
     runs = ([] if args.skip_preset else [{}]) + [dict(kv.split("=", 1) for kv in t.split(",")) for t in args.tries]
-    with tempfile.TemporaryDirectory(prefix="preset-lrs-raw-") as raw:
-        write_research_root(Path(raw), args.preset)
+    with tempfile.TemporaryDirectory(prefix="preset-lrs-raw-") as tmp:
+        raw = args.data_root.resolve() if args.data_root else Path(tmp)
+        if not args.data_root:
+            write_research_root(raw, args.preset)
         for values in runs:
-            result = one_run(args.preset, args.iterations, values, Path(raw))
+            result = one_run(args.preset, args.iterations, values, raw)
+            result["data"] = str(raw) if args.data_root else "tests/native_files.py (noise)"
             args.out.parent.mkdir(parents=True, exist_ok=True)
             with open(args.out, "a") as f:
                 f.write(json.dumps(result) + "\n")
