@@ -136,3 +136,9 @@ def test_the_extrapolation_scales_timed_steps_by_the_full_runs_work():
     unknown = smoke.extrapolate(times, steps, plan.smoke, plan.full, n_train=None)
     assert [r["full_s"] is None for r in unknown] == [False, True, False, True]
     assert "total" in smoke.report(plan, unknown, "cpu") and ">= " in smoke.report(plan, unknown, "cpu")
+
+
+def test_a_smoke_runs_capped_pool_still_holds_the_sets_outliers():
+    preset = {**presets.load("imagenette-ipc10", FOLDER), "ipc": 50}  # 500 outliers from a capped POE pool
+    plan = smoke.plan("imagenette-ipc50", preset, _base(), {})
+    assert plan.full.outliers.per_type == 5000 and plan.smoke.outliers.per_type == 500 == plan.smoke.data.train_limit

@@ -69,7 +69,7 @@ def budget(full: Params) -> dict[str, Any]:
     if full.evaluate.full_data_epochs:
         out["evaluate.full_data_epochs"] = 1
     if full.outliers.per_type:
-        out["outliers.per_type"] = min(full.outliers.per_type, SMOKE_PER_CLASS * classes)
+        out["outliers.per_type"] = min(full.outliers.per_type, limit)  # >= ipc x classes: the set's outliers
     oe = full.outliers.oe
     if full.outliers.source == "oe":
         out["outliers.oe.max_images"] = min(oe.max_images or SMOKE_OE, SMOKE_OE)
