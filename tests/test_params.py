@@ -303,3 +303,14 @@ def test_a_set_in_torchs_legacy_format_is_read_at_validation(tmp_path):
     torch.save(torch.zeros(20, 1, 28, 28), folder / "images.pt", _use_new_zipfile_serialization=False)
     torch.save(torch.arange(20) % 10, folder / "labels.pt", _use_new_zipfile_serialization=False)
     assert load_params(write(tmp_path, evaluate__set=str(folder))).evaluate.set == str(folder)
+
+
+def test_a_key_given_twice_is_refused_naming_it(tmp_path):
+    path = write(tmp_path)
+    path.write_text(path.read_text() + "ipc: 5\n")  # appended: PyYAML alone would keep 5 silently
+    with pytest.raises(ParamsError, match=r"params.yaml line \d+: found duplicate key 'ipc' \(first on line \d+\); keep one"):
+        load_params(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("data:\n  zca: true\n  zca: false\n")
+    with pytest.raises(ParamsError, match=r"nested.yaml line 3: found duplicate key 'zca' \(first on line 2\); keep"):
+        load_params(nested)

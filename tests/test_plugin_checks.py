@@ -1,7 +1,10 @@
 """Every plug-in option (corruptions, scores, distillation methods) is checked at params validation by the
 plug-in itself, and the message names the full params key, the value and what is valid."""
 
+import ast
 import importlib.util
+import runpy
+import sys
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -227,3 +230,24 @@ def test_a_mixing_corruption_needs_two_images_per_batch():
     from trustdd.outliers.sources import SOURCES
 
     assert SOURCES.get("poe")(request, chunk=4).x.shape == (9, 1, 8, 8)  # chunks of 4, 5
+
+
+@pytest.mark.parametrize("stage", ["check_params", *STAGES])
+def test_help_prints_the_stages_usage_and_runs_nothing(tmp_path, monkeypatch, capsys, stage):
+    script = PROJECT / "stages" / f"{stage}.py"
+
+    def as_command(*args: str) -> int:  # python -m stages.<stage> ARGS, in this process
+        monkeypatch.setattr(sys, "argv", [str(script), *args])
+        monkeypatch.delitem(sys.modules, f"stages.{stage}", raising=False)
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_module(f"stages.{stage}", run_name="__main__")
+        return exit_.value.code
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: a stage that ran would fail on it
+    assert as_command("--help") == 0
+    doc = ast.get_docstring(ast.parse(script.read_text()))
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m stages.{stage}\n\n{doc}\n") and "reads params.yaml" in out
+    assert as_command("--ipc", "3") == 2
+    assert f"error: stages.{stage} takes no arguments, got '--ipc 3' (-h for its usage)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing read or written

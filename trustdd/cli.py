@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Callable
 
 from trustdd import timing
@@ -28,8 +29,25 @@ USER_ERRORS = (
 )
 
 
+def usage(main: Callable[[], None]) -> str:
+    """A stage's usage: its command, its module's docstring, and where its settings come from."""
+    name = Path(sys.argv[0]).stem
+    doc = (main.__globals__.get("__doc__") or "").strip()  # the stage module's docstring
+    return (f"usage: python -m stages.{name}\n\n{doc}\n\nA stage takes no arguments: it reads params.yaml "
+            "(docs/params.md), and `dvc repro` runs it with the stages before it (dvc.yaml).")
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage; a user error (bad param, missing data) prints one clear message and exits 2."""
+    """Run a stage; a user error (bad param, missing data) prints one clear message and exits 2. ``-h`` or
+    ``--help`` prints the usage and runs nothing; any other argument is refused (exit 2) before any work."""
+    args = sys.argv[1:] if main.__module__ == "__main__" else []  # the command line is the stage's own
+    if args:
+        if args in (["-h"], ["--help"]):
+            print(usage(main))
+            sys.exit(0)
+        print(f"error: stages.{Path(sys.argv[0]).stem} takes no arguments, got {' '.join(args)!r} "
+              "(-h for its usage)", file=sys.stderr)
+        sys.exit(2)
     timing.mark_stage()
     try:
         main()

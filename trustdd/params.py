@@ -310,12 +310,35 @@ def params_from_dict(raw: dict) -> Params:
     return validate(build(Params, raw, ""))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a mapping that holds a key twice: PyYAML would keep the last
+    value silently, while DVC refuses the file (``found duplicate key``) only once a stage has to run."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):  # a complex key: the base constructor decides
+                continue
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"found duplicate key {key!r} (first on line {first[key] + 1})", key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"params: {path} not found (run from the project root)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+    except yaml.constructor.ConstructorError as err:
+        if not str(err.problem).startswith("found duplicate key"):
+            raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
+        line = err.problem_mark.line + 1
+        raise ParamsError(f"params: {path} line {line}: {err.problem}; keep one of them") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
     return params_from_dict(raw)
