@@ -3,9 +3,9 @@ plug-in itself, and the message names the full params key, the value and what is
 
 import ast
 import importlib.util
+import re
 import runpy
 import sys
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
