@@ -2,11 +2,14 @@
 
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from trustdd.experiments import plots
 from trustdd.experiments.plots import PAGE, check_page, drawn_charts, offline_template
 
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
@@ -74,3 +77,38 @@ def test_chromium_check_catches_an_empty_page_a_broken_spec_and_a_missing_image(
     result = check_page(_page(tmp_path, offline_template(), [SPEC, broken], images=["missing.png"]))
     assert (result.charts_expected, result.charts_drawn) == (2, 1)
     assert result.problems == ["1 chart(s) not drawn: plot1", "1 image(s) did not load"]
+
+
+def _fake_dvc(monkeypatch, out: str, err: str, code: int = 0, writes: Path | None = None):
+    def run(cmd, capture_output, text):
+        if writes is not None:
+            writes.parent.mkdir(parents=True, exist_ok=True)
+            writes.write_text("<html></html>")
+        return subprocess.CompletedProcess(cmd, code, out, err)
+
+    monkeypatch.setattr(plots.subprocess, "run", run)
+    monkeypatch.setattr(plots, "offline_template", lambda: "{plot_divs}")
+
+
+def test_a_plots_page_dvc_could_not_make_is_an_error_not_a_success(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _fake_dvc(monkeypatch, "", "DVC failed to load some plots for following revisions: 'workspace'.\n")
+    assert plots.main(["show"]) == 1
+    err = capsys.readouterr().err
+    assert "failed to load some plots" in err  # DVC's own words, passed on
+    assert "error: plots show: DVC could not load some plots' inputs (no page was written)" in err
+    assert "run `dvc repro`" in err and "offline plots page" not in capsys.readouterr().out
+    # a page is written, but without some plots: still an error; a page from an earlier run never passes
+    _fake_dvc(monkeypatch, "", "DVC failed to load some plots for following revisions: 'workspace'.\n",
+              writes=tmp_path / "dvc_plots/index.html")
+    assert plots.main(["show"]) == 1
+    _fake_dvc(monkeypatch, "", "", code=0)
+    assert plots.main(["show"]) == 1 and not (tmp_path / "dvc_plots/index.html").exists()
+    _fake_dvc(monkeypatch, "file:///dvc_plots/index.html\n", "", writes=tmp_path / "dvc_plots/index.html")
+    assert plots.main(["show"]) == 0
+
+
+def test_checking_a_page_that_is_not_there_says_how_to_make_it(tmp_path, capsys):
+    assert plots.main(["check", str(tmp_path / "index.html")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: plots check: {tmp_path / 'index.html'} does not exist: make it with" in err

@@ -51,14 +51,32 @@ def offline_template() -> str:
     return PAGE.replace("{bundle}", bundle)  # not str.format: CSS and JavaScript are full of braces
 
 
+class PlotsError(RuntimeError):
+    """DVC wrote no page, or left plots out of it, or the page to check is not there."""
+
+
 def dvc_plots(command: str, args: list[str], out: Path = OUT) -> Path:
-    """Run ``dvc plots <command> <args>`` with the offline template; returns the page written."""
+    """Run ``dvc plots <command> <args>`` with the offline template; returns the page written. PlotsError
+    when DVC fails, writes no page, or reports plots it could not load (their inputs not made yet)."""
+    page = out / "index.html"
+    page.unlink(missing_ok=True)  # a page left from an earlier run must not pass for this one's
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "page.html"
         template.write_text(offline_template(), encoding="utf-8")
         cmd = ["dvc", "plots", command, *args, "--html-template", str(template), "-o", str(out)]
-        subprocess.run(cmd, check=True)
-    return out / "index.html"
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    said = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise PlotsError(f"`{' '.join(cmd[:3])}` failed (exit {proc.returncode}); see DVC's message above")
+    if "failed to load" in said or not page.exists():
+        missing = "no page was written" if not page.exists() else f"{page} lacks them"
+        raise PlotsError(
+            f"DVC could not load some plots' inputs ({missing}): the files under dvc.yaml's plots: come from "
+            "the pipeline, so run `dvc repro` (or `make repro`) first; `dvc plots show -v` names each file"
+        )
+    return page
 
 
 @dataclass
@@ -158,10 +176,17 @@ def main(argv: list[str]) -> int:
     if command == "template":
         sys.stdout.write(offline_template())
         return 0
-    if command in ("show", "diff"):
-        print(f"offline plots page: {dvc_plots(command, rest)}")
-        return 0
-    result = check_page(Path(rest[0]) if rest else OUT / "index.html")
+    try:
+        if command in ("show", "diff"):
+            print(f"offline plots page: {dvc_plots(command, rest)}")
+            return 0
+        page = Path(rest[0]) if rest else OUT / "index.html"
+        if not page.is_file():
+            raise PlotsError(f"{page} does not exist: make it with `python -m trustdd.experiments.plots show`")
+    except PlotsError as err:
+        print(f"error: plots {command}: {err}", file=sys.stderr)
+        return 1
+    result = check_page(page)
     print(
         f"charts drawn {result.charts_drawn}/{result.charts_expected}, "
         f"images loaded {result.images_loaded}/{result.images_expected}"
