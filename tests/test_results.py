@@ -165,3 +165,26 @@ def test_a_commit_and_its_experiment_with_the_same_params_get_a_row_each():
     assert "| method | outliers.source | kind | ipc 1 | ipc 10 |" in accuracy
     assert "| mtt | poe | commit | – | 82.12 ± 0.20 |" in accuracy
     assert "| mtt | poe | experiment | 72.93 ± 0.71 | 82.12 ± 0.20 |" in accuracy and " / " not in accuracy
+
+
+def test_the_comparison_fits_a_terminal_and_keeps_what_tells_the_experiments_apart(capsys):
+    saved = ["--from", str(PROJECT / "docs/results/default/exp_show.json"), "--grid", "default"]
+    assert results.main([*saved, "--compare", "--width", "120"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 120 and len(lines) == 5  # a header and the grid's four cells
+    assert lines[0].split() == ["experiment", "ipc", "source", "acc", "MSP", "AUROC", "MSP", "FPR95", "acc", "-", "init"]
+    row = next(line for line in lines if line.strip().startswith("default-none-ipc1 "))
+    assert row.split()[:3] == ["default-none-ipc1", "1", "none"] and "-6.26 ± 2.24" in row
+    # narrower than the table: params go from the right, and the note names them
+    assert results.main([*saved, "--compare", "--width", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "(not shown, to fit 60 columns: ipc, source; --csv or --md for every column)" in out
+    assert results.main([*saved, "--csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[0] == "experiment,ipc,source,acc,MSP AUROC,MSP FPR95,acc - init" and len(csv) == 5
+
+
+def test_short_param_names_stay_unique():
+    names = results._short_names(["distill.mtt.lr_img", "distill.dsa.lr_img", "ipc", "outliers.source"])
+    assert names == {"distill.mtt.lr_img": "mtt.lr_img", "distill.dsa.lr_img": "dsa.lr_img", "ipc": "ipc",
+                     "outliers.source": "source"}

@@ -8,6 +8,8 @@ markdown and CSV, and a scatter plot of accuracy against AUROC.
     python -m trustdd.experiments.results --from docs/results/default/exp_show.json --grid default --out docs/results/default
     python -m trustdd.experiments.results --all-commits         # every commit and experiment (dvc exp show -A)
     python -m trustdd.experiments.results --workspace --update README.md   # the README's table, from metrics/ as committed
+    python -m trustdd.experiments.results --compare             # experiments side by side, in the terminal's width
+    python -m trustdd.experiments.results --grid default --csv  # the same with every column, as CSV (--md: markdown)
 
 Sources: ``dvc exp show --json`` run here (``--rev``, ``--all-commits``), saved outputs of it (``--from``, files or
 folders; no DVC needed), or the workspace's own ``params.yaml`` and ``metrics/metrics.json`` (``--workspace``).
@@ -20,6 +22,7 @@ import argparse
 import json
 import math
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -314,6 +317,60 @@ def scatter(df: pd.DataFrame, path: Path, score: str = "msp") -> None:
     plt.close(fig)
 
 
+# The side-by-side comparison's metric columns: (column of frame(), header), each as mean +- std.
+COMPARE_METRICS = (("accuracy", "acc"), ("msp_auroc", "MSP AUROC"), ("msp_fpr95_in", "MSP FPR95"),
+                   ("gain_init_accuracy", "acc - init"))
+
+
+def _short_names(columns: list[str]) -> dict[str, str]:
+    """Each dotted param's shortest trailing part that no other column shares (``distill.mtt.iterations``
+    -> ``iterations``), so the headers stay narrow."""
+    out = {}
+    for c in columns:
+        parts = c.split(".")
+        for k in range(1, len(parts) + 1):
+            tail = ".".join(parts[-k:])
+            if not any(o != c and (o == tail or o.endswith("." + tail)) for o in columns):
+                break
+        out[c] = tail
+    return out
+
+
+def compare_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment (its distilled set; one per architecture when there are several): its name,
+    the params that differ between the rows, and the headline metrics as ``mean +- std``."""
+    d = df[df["training_set"] == "distilled"].reset_index(drop=True)
+    changed = [c for c in params_columns(d) if d[c].astype(str).nunique() > 1]
+    names = _short_names(changed)
+    out = pd.DataFrame({"experiment": d["experiment"]})
+    if d["architecture"].nunique() > 1:
+        out["arch"] = d["architecture"]
+    for c in changed:
+        out[names[c]] = d[c].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    for column, header in COMPARE_METRICS:
+        if column in d:
+            std = d.get(f"{column}_std", pd.Series([None] * len(d)))
+            out[header] = [_pm(m, s, signed=column.startswith("gain_")) for m, s in zip(d[column], std)]
+    return out
+
+
+def compare_text(table: pd.DataFrame, width: int) -> str:
+    """The comparison as aligned text within ``width`` columns: when it is wider, param columns are left
+    out from the right (their names listed below it; ``--csv`` and ``--md`` keep them all)."""
+    fixed = [c for c in table.columns if c == "experiment" or c == "arch" or c in dict(COMPARE_METRICS).values()]
+    params = [c for c in table.columns if c not in fixed]
+    shown = list(params)
+    while True:
+        cols = [c for c in table.columns if c in fixed or c in shown]
+        text = table[cols].to_string(index=False)
+        if max(map(len, text.splitlines())) <= width or not shown:
+            break
+        shown.pop()
+    left_out = [c for c in params if c not in shown]
+    note = f"\n(not shown, to fit {width} columns: {', '.join(left_out)}; --csv or --md for every column)" if left_out else ""
+    return text + note + "\n"
+
+
 def workspace(root: Path | str = ".") -> list[exp_show.Experiment]:
     """The working tree's own params.yaml and metrics/metrics.json as one experiment (no DVC)."""
     root = Path(root)
@@ -366,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write table.md, rows.csv and scatter.png here")
     parser.add_argument("--save", type=Path, help="also save the dvc exp show JSON read, to rebuild the tables with --from")
     parser.add_argument("--update", type=Path, help="replace the results block of this markdown file")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--compare", action="store_true",
+                      help="experiments side by side in the terminal: the params that differ, the headline metrics")
+    view.add_argument("--csv", action="store_true", help="the side-by-side comparison as CSV")
+    view.add_argument("--md", action="store_true", help="the side-by-side comparison as a markdown table")
+    parser.add_argument("--width", type=int, help="columns for --compare (default: the terminal's)")
     args = parser.parse_args(argv)
     command = "python -m trustdd.experiments.results " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
@@ -385,6 +448,15 @@ def main(argv: list[str] | None = None) -> int:
         if df.empty:
             wanted = f" of grid {args.grid!r}" if args.grid else (f" named {', '.join(args.exp)}" if args.exp else "")
             raise ResultsError(f"no finished experiment{wanted} with metrics found (`dvc exp show` lists them)")
+        if args.compare or args.csv or args.md:
+            table = compare_frame(df)
+            if args.csv:
+                print(table.to_csv(index=False), end="")
+            elif args.md:
+                print("\n".join(markdown_table(list(table.columns), table.values.tolist())))
+            else:
+                print(compare_text(table, args.width or shutil.get_terminal_size().columns), end="")
+            return 0
         text = markdown(df, experiments, command)
         if args.save and entries is not None:
             args.save.parent.mkdir(parents=True, exist_ok=True)
