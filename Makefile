@@ -22,10 +22,8 @@ repro-check: setup data-sources
 	$(BIN)/dvc repro --force
 	$(BIN)/python -m trustdd.experiments.repro check
 
-# One pytest worker per CPU (pytest-xdist), each test file on one worker (its module fixtures built once):
-# the slow tests spend much of their time starting processes on one core, so two files share two cores.
 test: setup data-sources
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q
 
 setup: $(VENV)/.installed
 

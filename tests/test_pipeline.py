@@ -402,8 +402,10 @@ def test_a_smoke_run_times_every_stage_and_leaves_the_workspace_as_it_was(projec
     before = {f: (project / f).read_bytes() for f in watched}
     out = run([sys.executable, "-m", "trustdd.experiments.presets", "run", "mini", "--smoke", "--keep",
                "-S", "evaluate.scores=[msp]"], project)
-    table = out[out.index("stage ") :].splitlines()
-    rows = {line.split()[0]: line for line in table[1:] if line.split() and line.split()[0] != "full"}
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("full run of mini"))
+    rows = {line.split()[0]: line for line in lines[start + 1 : end]}
     assert set(rows) == {"check_params", "prepare_data", "prepare_ood", "prepare_outliers", "train_experts",
                          "distill", "evaluate", "total"}
     assert "ms/unit x 1.2e+07" in rows["train_experts"]  # 20 experts x 10 epochs x all 60,000 train images
