@@ -217,7 +217,7 @@ def train_count(p: Params) -> int | None:
 
 def run(name: str, preset: dict, base: dict, extra: list[str], keep: bool = False) -> int:
     """Run the smoke experiment; returns its exit status (DVC's, or 2 when it cannot start)."""
-    from trustdd.runtime import resolve_device
+    from trustdd.runtime import resolve_device  # imports torch: not for `presets list` / `show`
 
     user, rest = split_user_overrides(extra)
     p = plan(name, preset, base, user)
@@ -244,7 +244,7 @@ def run(name: str, preset: dict, base: dict, extra: list[str], keep: bool = Fals
     rows = extrapolate(times, steps, p.smoke, p.full, n_train)
     print(report(p, rows, str(resolve_device(p.smoke.device))))
     if keep:
-        print(f"kept as experiment {p.name}: dvc exp show --rev {p.name}; dvc exp remove {p.name} when done")
+        print(f"kept as experiment {p.name} (dvc exp show lists it); dvc exp remove {p.name} when done")
     else:
         subprocess.run(["dvc", "exp", "remove", p.name], check=False, stdout=subprocess.DEVNULL)
     return 0
