@@ -39,7 +39,8 @@ from typing import Any
 import yaml
 
 from trustdd.experiments import exp_show
-from trustdd.experiments.presets import PresetError, flatten, hydra_value, merge
+from trustdd.experiments.overrides import flatten, hydra_value, merge, unflatten
+from trustdd.experiments.presets import PresetError
 from trustdd.experiments.presets import load as load_preset
 from trustdd.params import ParamsError, params_from_dict
 
@@ -71,18 +72,6 @@ class Cell:
 
 def names(folder: Path = GRIDS) -> list[str]:
     return sorted(p.stem for p in Path(folder).glob("*.yaml"))
-
-
-def unflatten(flat: dict[str, Any]) -> dict:
-    """``{"a.b": 1}`` -> ``{a: {b: 1}}``."""
-    out: dict = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
 
 
 def _label(key: str, value: Any) -> str:

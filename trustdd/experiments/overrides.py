@@ -42,6 +42,7 @@ def merge(base: dict, preset: dict) -> dict:
 
 
 def unflatten(flat: dict[str, Any]) -> dict:
+    """``{"a.b": 1}`` -> ``{a: {b: 1}}``."""
     out: dict = {}
     for key, value in flat.items():
         *parents, last = key.split(".")

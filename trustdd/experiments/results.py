@@ -33,7 +33,7 @@ import yaml
 from trustdd.evaluation.metrics import METRIC_NAMES
 from trustdd.evaluation.report import CLASSIFICATION, markdown_table
 from trustdd.experiments import exp_show
-from trustdd.experiments.presets import flatten
+from trustdd.experiments.overrides import flatten
 from trustdd.platform import PATH as PLATFORM_PATH
 from trustdd.platform import Platform
 
