@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +185,23 @@ def test_cifar10_missing_lists_every_expected_file_and_the_download(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         assert str(tmp_path / "cifar-10-batches-py" / name) in msg
     assert "cifar-10-python.tar.gz" in msg and "data.download is false" in msg
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_download_hint_is_torchvisions_archive(name):
+    """The hint is built without importing torchvision (a stage that reads no dataset does not pay its
+    import), so its URL is written here: it must stay the one torchvision downloads."""
+    source = DATASETS.get(name).source
+    assert source.url == source.tv_class.url and source.url in source.hint
+
+
+def test_the_stages_that_read_no_dataset_file_do_not_import_torchvision():
+    """Importing torchvision takes seconds (its models pull in torch._dynamo): the params check, the
+    experts, the distillation's and evaluation's modules import it only where a dataset is read."""
+    code = "import sys, stages.check_params, stages.train_experts, stages.evaluate; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_cifar10_a_changed_batch_fails_its_md5(cifar10_root):

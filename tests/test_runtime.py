@@ -85,3 +85,16 @@ def test_write_all_replaces_every_file_or_none(tmp_path):
     write_all({a: "new a", b: "new b"})
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "plots"]
+
+
+def test_determinism_is_asked_for_without_importing_the_compiler():
+    """configure_determinism turns on ATen's deterministic kernels (warnings only where none exists) in a
+    fresh process, and leaves torch._dynamo unimported (importing it costs every stage about 2 s)."""
+    code = (
+        "import sys, torch; from trustdd.runtime import configure_determinism; configure_determinism(3); "
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+        "'torch._dynamo' in sys.modules, torch.initial_seed())"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False", "3"]

@@ -19,7 +19,14 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:<index>", "mps")
 def configure_determinism(seed: int) -> None:
     """Seed torch's global RNG once and ask for deterministic kernels (same seed, same machine, same bytes)."""
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # ATen's flag alone: torch.use_deterministic_algorithms also sets torch._inductor.config.deterministic,
+    # and importing that config takes about 2 s per process (it pulls in torch._dynamo) for a compiler
+    # nothing here uses. Where a torch lacks the private setter, the public call does the same and more.
+    set_aten_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_aten_flag is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        set_aten_flag(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 

@@ -37,8 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST
-from torchvision.datasets.utils import download_and_extract_archive
 
 from trustdd.data.image_sources import (
     ImageSourceError,
@@ -265,6 +263,15 @@ def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size and x.shape[-2] == size else fit_images(x, (x.shape[1], size, size))
 
 
+def torchvision_dataset(name: str) -> type:
+    """torchvision's dataset class ``name`` (``"CIFAR10"``). Imported where a dataset is read, not with this
+    module: importing torchvision takes about 3 s (its models pull in torch._dynamo), which the stages that
+    never read a dataset file (the params check, the experts, the distillation, evaluation) need not pay."""
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, name)
+
+
 def _without_md5(tv_class: type) -> type:
     """``tv_class`` with its md5s removed, so that it only reads: :meth:`DatasetInfo.ensure` has already
     checked them (or, with data.verify false, accepted other files), and a second md5 pass over the
@@ -303,19 +310,23 @@ class IdxSource(Source):
     """torchvision's MNIST-family reader. The ``.gz`` files are looked for in ``ROOT/<Class>/raw`` and
     in ``search_dirs``, verified, and unpacked into the raw folder, without any network."""
 
-    def __init__(self, tv_class: type, search_dirs: list[Path], hint: str) -> None:
-        self.tv_class = tv_class
+    def __init__(self, tv_name: str, search_dirs: list[Path], hint: str) -> None:
+        self.tv_name = tv_name  # torchvision.datasets.<tv_name>, imported when first needed
         self.search_dirs = search_dirs
         self.hint = hint
 
+    @property
+    def tv_class(self) -> type:
+        return torchvision_dataset(self.tv_name)
+
     def raw(self, root: Path) -> Path:
-        return root / self.tv_class.__name__ / "raw"
+        return root / self.tv_name / "raw"
 
     def expected(self, root: Path) -> list[Path]:
         return [self.raw(root) / filename for filename, _ in self.tv_class.resources]
 
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
-        unpacked_md5 = IDX_MD5.get(self.tv_class.__name__, {})
+        unpacked_md5 = IDX_MD5.get(self.tv_name, {})
         problems: list[str | Mismatch] = []
         for filename, gz_md5 in self.tv_class.resources:
             name = filename.removesuffix(".gz")
@@ -402,12 +413,17 @@ class IdxSource(Source):
 class CifarSource(Source):
     """``ROOT/cifar-10-batches-py/`` or ``ROOT/cifar-100-python/``, as torchvision extracts them."""
 
-    def __init__(self, tv_class: type) -> None:
-        self.tv_class = tv_class
+    def __init__(self, tv_name: str, url: str) -> None:
+        self.tv_name = tv_name  # torchvision.datasets.<tv_name>, imported when first needed
+        self.url = url  # torchvision's <tv_name>.url (a test checks that they agree)
         self.hint = (
-            f"download {tv_class.url} and extract it into data.root "
-            f"(or run torchvision.datasets.{tv_class.__name__}(root, download=True) on a machine with network)"
+            f"download {url} and extract it into data.root "
+            f"(or run torchvision.datasets.{tv_name}(root, download=True) on a machine with network)"
         )
+
+    @property
+    def tv_class(self) -> type:
+        return torchvision_dataset(self.tv_name)
 
     def expected(self, root: Path) -> list[Path]:
         return [f for f, _ in torchvision_files(self.tv_class, root)]
@@ -448,21 +464,21 @@ class SvhnSource(Source):
     )
 
     def expected(self, root: Path) -> list[Path]:
-        return [f for f, _ in torchvision_files(SVHN, root, SPLITS)]
+        return [f for f, _ in torchvision_files(torchvision_dataset("SVHN"), root, SPLITS)]
 
     def problems(self, root: Path, verify: bool = True) -> list[str | Mismatch]:
         """Missing files, then the present ones whose md5 differs (missing ones are reported once)."""
-        return super().problems(root) + check_md5s(torchvision_files(SVHN, root, SPLITS))[1]
+        return super().problems(root) + check_md5s(torchvision_files(torchvision_dataset("SVHN"), root, SPLITS))[1]
 
     def checked(self, root: Path) -> list[Path]:
         return self.expected(root)
 
     def fetch(self, root: Path) -> None:
         for s in ("train", "test"):
-            SVHN(str(root), split=s, download=True)
+            torchvision_dataset("SVHN")(str(root), split=s, download=True)
 
     def read(self, root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ds = _without_md5(SVHN)(str(root), split="train" if train else "test", download=False)
+        ds = _without_md5(torchvision_dataset("SVHN"))(str(root), split="train" if train else "test", download=False)
         return _resized(torch.from_numpy(ds.data).contiguous(), size), torch.from_numpy(ds.labels).long()
 
     def classes(self, root: Path) -> tuple[str, ...]:
@@ -502,6 +518,8 @@ class TinyImageNetSource(Source):
         return [f"missing: {train / w / 'images'}" for w in self.wnids(root) if not (train / w / "images").is_dir()]
 
     def fetch(self, root: Path) -> None:
+        from torchvision.datasets.utils import download_and_extract_archive
+
         download_and_extract_archive(self.url, str(root), md5=self.md5)
 
     def wnids(self, root: Path) -> list[str]:
@@ -910,7 +928,7 @@ _register(
         (0.1307,),
         (0.3081,),
         IdxSource(
-            MNIST,
+            "MNIST",
             [],
             "run torchvision.datasets.MNIST(root, download=True) on a machine with network and copy "
             "ROOT/MNIST/raw/ over",
@@ -926,7 +944,7 @@ _register(
         (0.2860,),
         (0.3530,),
         IdxSource(
-            FashionMNIST,
+            "FashionMNIST",
             [DEBIAN_FASHION_MNIST],
             "run `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or copy the four .gz files into "
             "ROOT/FashionMNIST/raw/",
@@ -934,9 +952,14 @@ _register(
     )
 )
 _register(DatasetInfo("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), SvhnSource()))
-_register(DatasetInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), CifarSource(CIFAR10)))
+_CIFAR = "https://www.cs.toronto.edu/~kriz/cifar-{}-python.tar.gz"
 _register(
-    DatasetInfo("cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), CifarSource(CIFAR100))
+    DatasetInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), CifarSource("CIFAR10", _CIFAR.format(10)))
+)
+_register(
+    DatasetInfo(
+        "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), CifarSource("CIFAR100", _CIFAR.format(100))
+    )
 )
 _register(DatasetInfo("tiny_imagenet", 3, 64, 200, IMAGENET_MEAN, IMAGENET_STD, TinyImageNetSource()))
 for _name, _classes in IMAGENET_SUBSETS.items():

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from trustdd.data.images import fit_images, random_crops, skimage_image
 
@@ -134,6 +133,8 @@ def fit_pil(image: Any, shape: tuple[int, int, int]) -> torch.Tensor:
     Colour images are read as RGB and turned gray (for a 1-channel ``shape``) by ``fit_images``, as .npy
     arrays are; gray images stay gray for a 1-channel ``shape``, so their values are kept exactly.
     """
+    from torchvision.transforms.v2 import functional as TF  # here: torchvision takes ~3 s to import
+
     c, h, w = shape
     image.draft(None, (w, h))  # JPEG only: decode at a reduced scale that still covers H x W
     image = _to_8bit(image)

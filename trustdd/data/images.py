@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from trustdd.data.whitening import ZCA
 
@@ -52,6 +51,8 @@ def to_uint8(x01: torch.Tensor) -> torch.Tensor:
 
 def fit_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """uint8 N x C' x H' x W' -> uint8 N x C x H x W: channel conversion and antialiased resize."""
+    from torchvision.transforms.v2 import functional as TF  # here: torchvision takes ~3 s to import
+
     c, h, w = shape
     if images.shape[1] != c:
         if c == 1:

@@ -14,7 +14,6 @@ from functools import partial
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, ResNet
 
 from trustdd.registry import Registry
 
@@ -117,6 +116,8 @@ class ResNet18(FeatureNet):
     """torchvision's ResNet-18 with the CIFAR stem (3x3 stride-1 conv1, no max-pool); ignores width/depth."""
 
     def __init__(self, spec: NetSpec) -> None:
+        from torchvision.models.resnet import BasicBlock, ResNet  # here, not at the top: torchvision takes ~3 s to import
+
         super().__init__()
         net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=spec.num_classes, norm_layer=partial(_norm_layer, spec.norm))
         net.conv1 = nn.Conv2d(spec.channels, 64, 3, stride=1, padding=1, bias=False)
