@@ -120,6 +120,7 @@ def test_params_compare_as_values():
 
 TINY = {
     "ipc": 2,
+    "workers": 0,  # in-process: two worker processes would each import torch again (seconds) for tiny jobs
     "data": {"train_limit": 200},
     "ood": {"size": 30, "sets": ["mnist", "uniform_noise"]},
     "network": {"width": 8, "depth": 2},
