@@ -22,8 +22,11 @@ repro-check: setup data-sources
 	$(BIN)/dvc repro --force
 	$(BIN)/python -m trustdd.experiments.repro check
 
+# One pytest-xdist worker per core, each test on one thread (OMP_NUM_THREADS=1, which the stage processes a test
+# starts inherit): the pipeline tests mostly wait on one-thread imports (torch alone takes 3 s in every stage
+# process), so two of them at once fill both cores; one thread each keeps the workers from oversubscribing them.
 test: setup data-sources
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 setup: $(VENV)/.installed
 
