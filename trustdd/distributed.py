@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +42,10 @@ T = TypeVar("T")
 # The exit code of a rank that stopped because another rank failed (its collective lost the peer), so
 # that the launcher reports the rank that failed first rather than the ones it took down with it.
 PEER_LOST_EXIT = 75
+# How long such a rank waits before it exits: the failed rank may still be shutting down (a sys.exit runs
+# Python's finalisation, slow on a busy machine), and a rank that exits first is the failure the launcher
+# records, and the one whose exit makes it stop the others. Only a failing run pays it.
+PEER_LOST_GRACE_S = 5.0
 
 
 class RankFailedError(RuntimeError):
@@ -253,6 +258,7 @@ def join(cfg: ParallelConfig, device: str) -> Iterator[tuple[Group, torch.device
         yield Group(rank, world, dev), dev
     except PeerLostError as err:
         print(f"rank {rank}: stopped at a failed collective ({err}); {err.__cause__}", file=sys.stderr, flush=True)
+        time.sleep(PEER_LOST_GRACE_S)  # the launcher sees the failed rank's own exit first, and stops this one
         sys.exit(PEER_LOST_EXIT)
     finally:
         torch.distributed.destroy_process_group()
