@@ -2,14 +2,13 @@
 
 from pathlib import Path
 
-from torchvision.utils import save_image
-
 from trustdd import distributed, timing
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
 from trustdd.distill.distilled import DistilledFile
 from trustdd.distill.methods import DistillTask  # registers every method
 from trustdd.params import load_params
+from trustdd.previews import labelled_grid
 from trustdd.runtime import atomic_dir, configure_determinism, json_text, write_all
 
 OUT = Path("data/distilled")
@@ -33,17 +32,20 @@ def main() -> None:
             task = DistillTask.from_files(p, device, prepared, group=group if parallel else distributed.SINGLE)
             result = method.run(task)
             if group.is_main:
-                write(p, prepared, result)
+                write(p, prepared, result, task)
 
 
-def write(p, prepared: Prepared, result) -> None:
+def write(p, prepared: Prepared, result, task: DistillTask) -> None:
     """Rank 0's outputs: the set (with what it started from), its image grids and the loss curve."""
     with atomic_dir(OUT) as out:
-        DistilledFile.of(result, prepared.dataset, prepared.transform).save(out)
+        DistilledFile.of(result, prepared.dataset, prepared.transform, prepared.classes, p.net_spec()).save(out)
         to_pixels = prepared.transform.inverse
-        save_image(to_pixels(result.x_in), out / "images_in.png", nrow=p.ipc, padding=1)
+        rows = range(result.x_in.shape[0] // p.ipc)  # one row per class (or outlier block) of ipc images
+        labelled_grid(to_pixels(result.x_in), [prepared.classes[int(result.y_in[r * p.ipc])] for r in rows], p.ipc,
+                      out / "images_in.png")
         if result.x_out.shape[0]:
-            save_image(to_pixels(result.x_out), out / "images_out.png", nrow=p.ipc, padding=1)
+            blocks = range(result.x_out.shape[0] // p.ipc)
+            labelled_grid(to_pixels(result.x_out), [task.block_label(b) for b in blocks], p.ipc, out / "images_out.png")
     # wall time differs run to run, so it stays out of the DVC-tracked curve (and out of dvc.lock)
     times = [{"iteration": r["iteration"], "seconds": s} for r, s in zip(result.history, result.seconds)]
     write_all({CURVE: json_text({"distill": result.history}), TIMES: json_text({"distill": times})})

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-from torchvision.utils import save_image
-
 from trustdd.cli import run_stage
 from trustdd.data.ood_sets import build_ood_sets
 from trustdd.params import load_params
+from trustdd.previews import labelled_grid
 from trustdd.runtime import atomic_dir, configure_determinism, write_json
 
 OUT = Path("data/ood")
@@ -21,7 +20,8 @@ def main() -> None:
     with atomic_dir(OUT) as out:
         sets.save(out)
         write_json(out / "sets.json", sets.report)
-        save_image(sets.preview(PREVIEW), out / "preview.png", nrow=PREVIEW, padding=1)
+        labelled_grid(sets.preview(PREVIEW), [name for name, x in sets.images.items() if x.shape[0]], PREVIEW,
+                      out / "preview.png")
     print("OOD sets: " + ", ".join(f"{k} {v['images']} ({v['group'] or 'no group'})" for k, v in sets.report.items()))
 
 

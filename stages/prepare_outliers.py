@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
 from trustdd.cli import run_stage
 from trustdd.data.prepared import Prepared
 from trustdd.outliers.sources import PoolRequest, build_pool
 from trustdd.params import load_params
+from trustdd.previews import labelled_grid
 from trustdd.runtime import atomic_dir, configure_determinism, generator
 
 OUT = Path("data/outliers")
@@ -32,7 +32,8 @@ def main() -> None:
         pool.save(out)
         if len(pool):
             rows = [pool.x[pool.kind == k][:PREVIEW_PER_KIND] for k in range(len(pool.kinds))]
-            save_image(torch.cat(rows).float() / 255.0, out / "preview.png", nrow=PREVIEW_PER_KIND, padding=1)
+            rows = [torch.cat([r, r.new_zeros(PREVIEW_PER_KIND - r.shape[0], *r.shape[1:])]) for r in rows]  # black
+            labelled_grid(torch.cat(rows).float() / 255.0, list(pool.kinds), PREVIEW_PER_KIND, out / "preview.png")
     print(f"outliers: source {pool.source}, {len(pool)} images, kinds {list(pool.kinds)}")
 
 

@@ -159,6 +159,24 @@ def test_stage_outputs_exist(built):
     assert len(list((built / "data/experts").glob("expert_*.pt"))) == 2
 
 
+def test_the_distilled_set_reads_back_through_the_public_api_with_its_classes_and_net(built):
+    from PIL import Image
+
+    from trustdd import api
+    from trustdd.data.prepared import Prepared
+    from trustdd.nn.networks import NetSpec
+
+    s = api.load(built / "data/distilled/distilled.pt")
+    assert s.classes == Prepared.load(built / "data/prepared/ind.pt").classes and s.classes[0] == "T-shirt/top"
+    assert s.net == NetSpec("convnet", channels=1, image_size=28, num_classes=10, width=8, depth=2, norm="instance")
+    assert s.images.shape == s.outliers.shape == (20, 1, 28, 28) and 0 <= float(s.images.min()) <= float(s.images.max()) <= 1
+    # the grids carry a label margin left of their 10 rows (classes, outlier kinds) and 3 rows (OOD sets)
+    for name, rows, per_row in [("distilled/images_in", 10, 2), ("distilled/images_out", 10, 2),
+                                ("ood/preview", 3, 8), ("outliers/preview", 4, 16)]:
+        width, height = Image.open(built / f"data/{name}.png").size
+        assert height == 1 + rows * 29 and width > 1 + per_row * 29, name
+
+
 def test_rerun_does_nothing_and_status_is_clean(project):
     out = run(["dvc", "repro"], project)
     assert "Running stage" not in out

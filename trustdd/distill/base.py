@@ -85,6 +85,7 @@ class DistillTask:
     experts: ExpertBuffer | None = None
     mixing: str = "blockwise"
     group: Group = SINGLE  # the processes the method runs on (methods with ``parallel`` True use them)
+    kinds: tuple[str, ...] = ()  # the pool's outlier kinds by index (corruption names, or "oe")
 
     @classmethod
     def from_files(
@@ -117,11 +118,18 @@ class DistillTask:
             experts=ExpertBuffer(root / "data/experts") if p.method_config().needs_experts else None,
             mixing=p.outliers.mixing,
             group=group,
+            kinds=tuple(pool.kinds),
         )
 
     @property
     def has_outliers(self) -> bool:
         return self.pool_x.shape[0] > 0 and self.lambda_oe > 0
+
+    def block_label(self, block: int) -> str:
+        """What outlier block ``block`` is drawn from: its kind (blockwise), or every kind (uniform)."""
+        if self.mixing == "uniform":
+            return "all kinds"
+        return self.kinds[block % self.num_kinds] if self.kinds else f"kind {block % self.num_kinds}"
 
     def block_members(self, block: int) -> torch.Tensor:
         """Indices of the pool images that outlier block ``block`` starts from and is matched against."""

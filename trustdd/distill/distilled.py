@@ -5,13 +5,14 @@ does not depend on them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from trustdd.artifacts import Artifact
 from trustdd.data.images import InputTransform
+from trustdd.nn.networks import NetSpec
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ class DistilledFile(Artifact):
     images) in the networks' input space, ``y_in`` int64 (the class each image was drawn for), ``lr`` (the
     lr to train on the set with), ``method``, ``init`` (what the method started from: ``{x_in, y_in, x_out,
     lr[, y_soft]}``, which evaluation trains as the ``init`` set), ``y_soft`` float32 (K*ipc) x K class
-    probabilities when the method made soft labels, ``dataset``, and the input transform (``mean``,
-    ``std``, ``zca``). Files made elsewhere may lack the optional fields (None here)."""
+    probabilities when the method made soft labels, ``dataset``, ``classes`` (the class names, index =
+    label), ``net`` (the NetSpec fields of the network it was distilled with) and the input transform
+    (``mean``, ``std``, ``zca``). Files made elsewhere may lack the optional fields (None or empty here).
+    ``trustdd.api.load`` is the public way to read one."""
 
     PATH = Path("data/distilled/distilled.pt")
 
@@ -72,11 +75,14 @@ class DistilledFile(Artifact):
     y_soft: torch.Tensor | None = None
     dataset: str = ""
     transform: InputTransform | None = None
+    classes: tuple[str, ...] = ()
+    net: dict | None = None  # NetSpec's fields
 
     @classmethod
-    def of(cls, result: DistilledSet, dataset: str, transform: InputTransform) -> DistilledFile:
+    def of(cls, result: DistilledSet, dataset: str, transform: InputTransform, classes: tuple[str, ...] = (),
+           net: NetSpec | None = None) -> DistilledFile:
         return cls(result.x_in, result.y_in, result.x_out, result.lr, result.method, result.start.to_dict(),
-                   result.y_soft, dataset, transform)
+                   result.y_soft, dataset, transform, tuple(classes), asdict(net) if net is not None else None)
 
     def to_dict(self) -> dict:
         d = {"x_in": self.x_in, "y_in": self.y_in, "x_out": self.x_out, "lr": self.lr, "method": self.method}
@@ -85,6 +91,10 @@ class DistilledFile(Artifact):
         if self.y_soft is not None:
             d["y_soft"] = self.y_soft
         d["dataset"] = self.dataset
+        if self.classes:
+            d["classes"] = list(self.classes)
+        if self.net is not None:
+            d["net"] = dict(self.net)
         return {**d, **(self.transform.to_dict() if self.transform is not None else {})}
 
     @classmethod
@@ -94,4 +104,5 @@ class DistilledFile(Artifact):
             d["x_in"], d["y_in"], d.get("x_out"), d.get("lr"), str(d.get("method", "unknown")),
             init if isinstance(init, dict) else None, d.get("y_soft"), str(d.get("dataset", "")),
             InputTransform.from_dict(d) if "mean" in d else None,
+            tuple(str(c) for c in d.get("classes") or ()), dict(d["net"]) if isinstance(d.get("net"), dict) else None,
         )
